@@ -1,0 +1,396 @@
+/*
+ * event.c: the event layer of the tornado loop engine.
+ *
+ * Three sources wake a suspended core, and all three end up in tw_wake():
+ *   - file descriptors: one epoll (utornado.epfd) holds every fd a core waits
+ *     on, plus the listen sockets and the signal sockets; the asyncio loop
+ *     watches that single epoll fd and calls on_events() when it is readable;
+ *   - timers: a binary min-heap of cores by deadline (CLOCK_MONOTONIC, the
+ *     clock asyncio's loop.time() uses); one asyncio timer is armed for the
+ *     earliest deadline, re-armed only when an earlier one arrives;
+ *   - the ready queue: cores that yielded (a WSGI generator, uwsgi.suspend())
+ *     run again on the next loop iteration; one call_soon() per batch.
+ *
+ * A wait bumps the core's generation when it starts and again when it ends.
+ * Every wake-up source carries the generation it was registered with, so a
+ * late event (an epoll batch that still holds an fd the core stopped waiting
+ * for, a timer that raced with the fd) can never resume a core that has moved
+ * on.
+ *
+ * Limits: Linux only (epoll). Timer precision is the asyncio loop's (about
+ * 1 ms with the default selector).
+ */
+#include "tornado.h"
+#include <greenlet/greenlet.h>
+
+struct uwsgi_tornado utornado;
+
+#define TW_BATCH 64
+/* a timer due within this much of now fires now rather than re-arming */
+#define TW_TIMER_SLACK_NS 1000000ULL
+
+uint64_t tw_now_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+int tw_watch(int fd, uint32_t events, uint64_t tag) {
+	struct epoll_event ev;
+	ev.events = events;
+	ev.data.u64 = tag;
+	return epoll_ctl(utornado.epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+void tw_unwatch(int fd) {
+	struct epoll_event ev = {0};
+	/* ENOENT/EBADF: the fd was closed (which unregisters it) while we waited */
+	(void) epoll_ctl(utornado.epfd, EPOLL_CTL_DEL, fd, &ev);
+}
+
+/* Call a bound method of the asyncio loop with one or two arguments. */
+PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1) {
+	PyObject *args[2] = {arg0, arg1};
+	return PyObject_Vectorcall(method, args, arg1 ? 2 : 1, NULL);
+}
+
+/* ---- timer heap ---- */
+
+static void heap_set(int i, struct tw_core *c) {
+	utornado.heap[i] = c;
+	c->heap_idx = i;
+}
+
+static void heap_up(int i) {
+	struct tw_core *c = utornado.heap[i];
+	while (i > 0) {
+		int parent = (i - 1) / 2;
+		if (utornado.heap[parent]->deadline <= c->deadline) break;
+		heap_set(i, utornado.heap[parent]);
+		i = parent;
+	}
+	heap_set(i, c);
+}
+
+static void heap_down(int i) {
+	struct tw_core *c = utornado.heap[i];
+	for (;;) {
+		int child = 2 * i + 1;
+		if (child >= utornado.heap_len) break;
+		if (child + 1 < utornado.heap_len && utornado.heap[child + 1]->deadline < utornado.heap[child]->deadline) child++;
+		if (utornado.heap[child]->deadline >= c->deadline) break;
+		heap_set(i, utornado.heap[child]);
+		i = child;
+	}
+	heap_set(i, c);
+}
+
+static void timer_arm(uint64_t deadline) {
+	if (utornado.timer_handle) {
+		PyObject *r = PyObject_CallMethod(utornado.timer_handle, "cancel", NULL);
+		Py_XDECREF(r);
+		Py_CLEAR(utornado.timer_handle);
+	}
+	uint64_t now = tw_now_ns();
+	double delay = deadline > now ? (double) (deadline - now) / 1e9 : 0.0;
+	PyObject *py_delay = PyFloat_FromDouble(delay);
+	if (!py_delay) goto err;
+	utornado.timer_handle = tw_loop_call(utornado.call_later, py_delay, utornado.on_timer);
+	Py_DECREF(py_delay);
+	if (!utornado.timer_handle) goto err;
+	utornado.armed_deadline = deadline;
+	return;
+err:
+	/* without a timer the waits would only end by their fds: say so loudly */
+	uwsgi_log("[tornado] unable to arm the loop timer\n");
+	PyErr_Print();
+	utornado.armed_deadline = 0;
+}
+
+void tw_timer_start(struct tw_core *c, uint64_t deadline) {
+	if (c->heap_idx >= 0) tw_timer_stop(c);
+	c->deadline = deadline;
+	c->heap_idx = utornado.heap_len++;
+	utornado.heap[c->heap_idx] = c;
+	heap_up(c->heap_idx);
+	if (!utornado.timer_handle || deadline + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
+		timer_arm(deadline);
+	}
+}
+
+void tw_timer_stop(struct tw_core *c) {
+	int i = c->heap_idx;
+	if (i < 0) return;
+	c->heap_idx = -1;
+	utornado.heap_len--;
+	if (i == utornado.heap_len) return;
+	heap_set(i, utornado.heap[utornado.heap_len]);
+	heap_up(i);
+	heap_down(utornado.heap[i]->heap_idx);
+	/* the armed asyncio timer may now be early: it re-arms itself when it fires */
+}
+
+static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
+	Py_CLEAR(utornado.timer_handle);
+	uint64_t now = tw_now_ns();
+	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now + TW_TIMER_SLACK_NS) {
+		struct tw_core *c = utornado.heap[0];
+		tw_timer_stop(c);
+		c->timed_out = 1;
+		c->woken_by = -1;
+		tw_wake(c, c->gen);
+	}
+	if (utornado.heap_len > 0 && !utornado.timer_handle) {
+		timer_arm(utornado.heap[0]->deadline);
+	}
+	Py_RETURN_NONE;
+}
+
+/* ---- ready queue ---- */
+
+void tw_resume_soon(struct tw_core *c) {
+	/* already queued (schedule_fix, then the wait itself): it now resumes the current wait */
+	c->queued_gen = c->gen;
+	if (c->queued) return;
+	c->queued = 1;
+	c->next_ready = NULL;
+	if (utornado.ready_tail) utornado.ready_tail->next_ready = c;
+	else utornado.ready_head = c;
+	utornado.ready_tail = c;
+	if (!utornado.ready_armed) {
+		PyObject *h = tw_loop_call(utornado.call_soon, utornado.on_ready, NULL);
+		if (!h) {
+			uwsgi_log("[tornado] unable to schedule the ready queue\n");
+			PyErr_Print();
+			return;
+		}
+		Py_DECREF(h);
+		utornado.ready_armed = 1;
+	}
+}
+
+static PyObject *py_tw_on_ready(PyObject *self, PyObject *unused) {
+	/* take the current batch: cores queued while it runs go to the next iteration */
+	struct tw_core *c = utornado.ready_head;
+	utornado.ready_head = utornado.ready_tail = NULL;
+	utornado.ready_armed = 0;
+	while (c) {
+		struct tw_core *next = c->next_ready;
+		c->queued = 0;
+		c->next_ready = NULL;
+		tw_wake(c, c->queued_gen);
+		c = next;
+	}
+	Py_RETURN_NONE;
+}
+
+/* ---- the epoll ---- */
+
+static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
+	int n = epoll_wait(utornado.epfd, utornado.events, utornado.nevents, 0);
+	if (n < 0) {
+		if (errno != EINTR) uwsgi_error("[tornado] epoll_wait()");
+		Py_RETURN_NONE;
+	}
+	int i;
+	for (i = 0; i < n; i++) {
+		uint64_t tag = utornado.events[i].data.u64;
+		uint32_t id = (uint32_t) tag;
+		uint32_t gen = (uint32_t) (tag >> 32);
+		if (id < TW_ID_LISTEN) {
+			uint32_t core_id = id & ~TW_ID_SLOT1;
+			if (core_id >= (uint32_t) utornado.cores) continue;
+			struct tw_core *c = &utornado.core[core_id];
+			if (c->gen != gen || !c->suspended) continue;
+			c->woken_by = c->fds[(id & TW_ID_SLOT1) ? 1 : 0];
+			tw_wake(c, gen);
+		}
+		else if (id >= TW_ID_LISTEN && id < TW_ID_LEGACY) {
+			tw_on_listen_event(id - TW_ID_LISTEN);
+		}
+		else if (id == TW_ID_LEGACY) {
+			tw_on_legacy_event();
+		}
+		else if (id == TW_ID_SIGNAL) {
+			tw_on_signal_event(uwsgi.signal_socket);
+		}
+		else if (id == TW_ID_MYSIGNAL) {
+			tw_on_signal_event(uwsgi.my_signal_socket);
+		}
+		else if (id == TW_ID_WAKE) {
+			tw_on_wake_event();
+		}
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef tw_on_events_def = {"uwsgi_tornado_events", py_tw_on_events, METH_NOARGS, "dispatch the engine's epoll"};
+static PyMethodDef tw_on_timer_def = {"uwsgi_tornado_timer", py_tw_on_timer, METH_NOARGS, "expire the engine's timers"};
+static PyMethodDef tw_on_ready_def = {"uwsgi_tornado_ready", py_tw_on_ready, METH_NOARGS, "resume the cores that yielded"};
+
+int tw_event_init(void) {
+	int i;
+	utornado.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (utornado.epfd < 0) {
+		uwsgi_error("[tornado] epoll_create1()");
+		return -1;
+	}
+	utornado.nevents = TW_BATCH;
+	utornado.events = uwsgi_calloc(sizeof(struct epoll_event) * utornado.nevents);
+	utornado.core = uwsgi_calloc(sizeof(struct tw_core) * utornado.cores);
+	utornado.heap = uwsgi_calloc(sizeof(struct tw_core *) * utornado.cores);
+	for (i = 0; i < utornado.cores; i++) {
+		struct tw_core *c = &utornado.core[i];
+		c->id = i;
+		c->wsgi_req = &uwsgi.workers[uwsgi.mywid].cores[i].req;
+		c->fds[0] = c->fds[1] = -1;
+		c->dup_fds[0] = c->dup_fds[1] = -1;
+		c->woken_by = -1;
+		c->heap_idx = -1;
+	}
+	utornado.on_events = PyCFunction_New(&tw_on_events_def, NULL);
+	utornado.on_timer = PyCFunction_New(&tw_on_timer_def, NULL);
+	utornado.on_ready = PyCFunction_New(&tw_on_ready_def, NULL);
+	if (!utornado.on_events || !utornado.on_timer || !utornado.on_ready) return -1;
+	return 0;
+}
+
+/* ---- greenlet ---- */
+
+int tw_greenlet_import(void) {
+	PyGreenlet_Import();
+	return _PyGreenlet_API ? 0 : -1;
+}
+
+/* new reference */
+PyObject *tw_greenlet_current(void) {
+	return (PyObject *) PyGreenlet_GetCurrent();
+}
+
+/* new reference */
+PyObject *tw_greenlet_new(PyObject *run, PyObject *parent) {
+	return (PyObject *) PyGreenlet_New(run, (PyGreenlet *) parent);
+}
+
+/* new reference to what the greenlet switched back with, NULL on exception */
+PyObject *tw_greenlet_switch(PyObject *greenlet) {
+	return PyGreenlet_Switch((PyGreenlet *) greenlet, NULL, NULL);
+}
+
+/* started and finished: switching to it would only switch to its parent */
+int tw_greenlet_dead(PyObject *greenlet) {
+	return PyGreenlet_STARTED((PyGreenlet *) greenlet) && !PyGreenlet_ACTIVE((PyGreenlet *) greenlet);
+}
+
+/* ---- suspend and wake ---- */
+
+/*
+ * Switch from the waiting greenlet to the hub until tw_wake() switches back.
+ * Returns 0, or -1 when an exception was thrown into the greenlet instead
+ * (it is left set for the caller).
+ */
+int tw_suspend(struct tw_core *c) {
+	PyObject *current = tw_greenlet_current();
+	if (current == utornado.hub) {
+		Py_DECREF(current);
+		PyErr_SetString(PyExc_RuntimeError, "the tornado loop cannot wait inside its own greenlet");
+		return -1;
+	}
+	c->waiter = current;   /* the reference from GetCurrent, released on wake */
+	c->suspended = 1;
+	PyObject *ret = tw_greenlet_switch(utornado.hub);
+	c->suspended = 0;
+	Py_CLEAR(c->waiter);
+	uwsgi.wsgi_req = c->wsgi_req;
+	if (!ret) return -1;
+	Py_DECREF(ret);
+	return 0;
+}
+
+/* Resume a suspended core, from the hub, if `gen` is still its current wait. */
+void tw_wake(struct tw_core *c, uint32_t gen) {
+	if (!c->suspended || c->gen != gen || !c->waiter) return;
+	c->gen++;
+	c->suspended = 0;
+	uwsgi.wsgi_req = c->wsgi_req;
+	PyObject *waiter = c->waiter;
+	Py_INCREF(waiter);
+	PyObject *ret = tw_greenlet_switch(waiter);
+	Py_DECREF(waiter);
+	if (!ret) {
+		/* the exception escaped the core's greenlet: it is lost for that
+		 * request only, the loop goes on */
+		uwsgi_log("[tornado] exception while resuming core %d\n", c->id);
+		PyErr_Print();
+		return;
+	}
+	Py_DECREF(ret);
+}
+
+static int watch_core_fd(struct tw_core *c, int slot, int fd, uint32_t events) {
+	uint64_t tag = TW_TAG(c->id | (slot ? TW_ID_SLOT1 : 0), c->gen);
+	if (tw_watch(fd, events, tag) == 0) {
+		c->fds[slot] = fd;
+		return 0;
+	}
+	if (errno != EEXIST) return -1;
+	/* another core already watches this fd (two requests waiting on one
+	 * pipe): an epoll holds one registration per fd, so watch a duplicate */
+	int dfd = dup(fd);
+	if (dfd < 0) return -1;
+	if (tw_watch(dfd, events, tag)) {
+		close(dfd);
+		return -1;
+	}
+	c->fds[slot] = fd;
+	c->dup_fds[slot] = dfd;
+	return 0;
+}
+
+static void unwatch_core_fds(struct tw_core *c) {
+	int j;
+	for (j = 0; j < 2; j++) {
+		if (c->dup_fds[j] >= 0) {
+			close(c->dup_fds[j]);   /* closing unregisters it */
+			c->dup_fds[j] = -1;
+		}
+		else if (c->fds[j] >= 0) {
+			tw_unwatch(c->fds[j]);
+		}
+		c->fds[j] = -1;
+	}
+}
+
+/*
+ * The one wait primitive of a core: suspend the calling greenlet until fd0
+ * (or fd1) is ready for `events`, or `timeout_ms` passes (<= 0: no timer;
+ * both fds -1 and no timer: resume on the next loop iteration).
+ * Returns 1 when an fd is ready (c->woken_by says which), 0 on timeout, -1 on
+ * error. Every registration is undone on every exit path.
+ */
+int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
+	int ret = -1;
+	c->gen++;
+	c->timed_out = 0;
+	c->woken_by = -1;
+	c->wsgi_req->async_timed_out = 0;
+
+	if (fd0 >= 0 && watch_core_fd(c, 0, fd0, events)) goto err;
+	if (fd1 >= 0 && watch_core_fd(c, 1, fd1, events)) goto err;
+	if (timeout_ms > 0) {
+		tw_timer_start(c, tw_now_ns() + (uint64_t) timeout_ms * 1000000ULL);
+	}
+	else if (fd0 < 0 && fd1 < 0 && !c->legacy) {
+		tw_resume_soon(c);
+	}
+
+	if (tw_suspend(c)) goto err;
+	ret = c->timed_out ? 0 : 1;
+	if (c->timed_out) c->wsgi_req->async_timed_out = 1;
+err:
+	if (ret < 0 && errno && !PyErr_Occurred()) uwsgi_error("[tornado] wait");
+	unwatch_core_fds(c);
+	tw_timer_stop(c);
+	c->gen++;
+	return ret;
+}

@@ -1,0 +1,263 @@
+/*
+ * hooks.c: uWSGI's suspend and wait hooks, and the core async API, on top of
+ * the event layer (event.c).
+ *
+ * uWSGI calls wait_read_hook/wait_write_hook/wait_read2_hook/
+ * wait_milliseconds_hook whenever a request would block (reading the body,
+ * writing the response, websockets, ...). In a core they become
+ * tw_core_wait(). Outside a core (a greenlet of the app's own, a signal
+ * handler) they fall back to tw_green_wait(), which uses the asyncio loop
+ * directly: slower, but such waits are rare. In the hub itself nothing can
+ * wait; that is an error, never a crash.
+ *
+ * The core async API (uwsgi.wait_fd_read/write + yield or uwsgi.suspend(),
+ * x-wsgiorg.fdevent) keeps its own bookkeeping in wsgi_req->waiting_fds and
+ * wsgi_req->async_timeout on uwsgi.async_queue and uwsgi.rb_async_timeouts.
+ * We give it a real uwsgi.async_queue, watch that queue from our epoll, and
+ * map its one-second timeouts onto the core's timer. uwsgi.async_sleep() is
+ * replaced by a version that really sleeps, with sub-second precision.
+ */
+#include "tornado.h"
+
+/* The core whose greenlet is running, or NULL (hub, signal handler, app greenlet). */
+struct tw_core *tw_current_core(void) {
+	if (!utornado.core) return NULL;
+	PyObject *current = tw_greenlet_current();
+	Py_DECREF(current);   /* only its address is compared */
+	struct wsgi_request *wsgi_req = uwsgi.wsgi_req;
+	/* fast path: the core the loop resumed last */
+	if (wsgi_req && wsgi_req->async_id < utornado.cores) {
+		struct tw_core *c = &utornado.core[wsgi_req->async_id];
+		if (c->greenlet == current && c->busy) return c;
+	}
+	/* an app switched into its request greenlet by hand (the callback style
+	 * of the upstream docs: me.switch() from an IOLoop callback) */
+	int i;
+	for (i = 0; i < utornado.cores; i++) {
+		struct tw_core *c = &utornado.core[i];
+		if (c->greenlet == current && c->busy) {
+			uwsgi.wsgi_req = c->wsgi_req;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+static struct wsgi_request *tw_current_wsgi_req(void) {
+	struct tw_core *c = tw_current_core();
+	return c ? c->wsgi_req : NULL;
+}
+
+/* ---- waits outside a core ---- */
+
+/*
+ * Suspend the current (non-hub, non-core) greenlet with asyncio's own
+ * readers and timers. The greenlet is switched back with a value saying what
+ * happened: 1 for the fd, 0 for the timeout. Returns that, or -1.
+ */
+int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
+	int ret = -1, reader = 0;
+	PyObject *current = tw_greenlet_current();
+	PyObject *gswitch = NULL, *timer = NULL, *py_fd = NULL, *r = NULL;
+	if (current == utornado.hub) {
+		uwsgi_log("[tornado] a blocking uWSGI call was made from the IOLoop's own greenlet (a loop callback): it cannot wait there\n");
+		goto end;
+	}
+	gswitch = PyObject_GetAttr(current, utornado.str_switch);
+	if (!gswitch) goto end;
+	if (fd >= 0) {
+		py_fd = PyLong_FromLong(fd);
+		if (!py_fd) goto end;
+		r = PyObject_CallMethod(utornado.aloop, events & TW_WRITE ? "add_writer" : "add_reader", "OOO", py_fd, gswitch, Py_True);
+		if (!r) goto end;
+		Py_CLEAR(r);
+		reader = 1;
+	}
+	if (timeout_ms > 0 || fd < 0) {
+		timer = PyObject_CallMethod(utornado.aloop, "call_later", "dOO", timeout_ms > 0 ? timeout_ms / 1000.0 : 0.0, gswitch, Py_False);
+		if (!timer) goto end;
+	}
+	r = tw_greenlet_switch(utornado.hub);
+	if (!r) goto end;
+	ret = PyObject_IsTrue(r) ? 1 : 0;
+end:
+	if (PyErr_Occurred()) PyErr_Print();
+	Py_XDECREF(r);
+	if (reader) {
+		r = PyObject_CallMethod(utornado.aloop, events & TW_WRITE ? "remove_writer" : "remove_reader", "O", py_fd);
+		if (!r) PyErr_Print();
+		Py_XDECREF(r);
+	}
+	if (timer) {
+		r = PyObject_CallMethod(timer, "cancel", NULL);
+		if (!r) PyErr_Print();
+		Py_XDECREF(r);
+		Py_DECREF(timer);
+	}
+	Py_XDECREF(py_fd);
+	Py_XDECREF(gswitch);
+	Py_DECREF(current);
+	return ret;
+}
+
+/* ---- uWSGI wait hooks ---- */
+
+/* Run a wait in the current core, or outside one; clear any Python error so
+ * the C caller, which knows nothing of Python, gets a plain -1. */
+static int wait_fds(int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
+	struct tw_core *c = tw_current_core();
+	int ret;
+	if (c) ret = tw_core_wait(c, fd0, fd1, events, timeout_ms);
+	else ret = tw_green_wait(fd0, events, timeout_ms);
+	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
+	return ret;
+}
+
+static int tw_wait_read_hook(int fd, int timeout) {
+	return wait_fds(fd, -1, TW_READ, (int64_t) timeout * 1000);
+}
+
+static int tw_wait_write_hook(int fd, int timeout) {
+	return wait_fds(fd, -1, TW_WRITE, (int64_t) timeout * 1000);
+}
+
+static int tw_wait_read2_hook(int fd0, int fd1, int timeout, int *fd) {
+	struct tw_core *c = tw_current_core();
+	if (!c) {
+		uwsgi_log("[tornado] wait_read2 outside of a request is not supported\n");
+		return -1;
+	}
+	int ret = tw_core_wait(c, fd0, fd1, TW_READ, (int64_t) timeout * 1000);
+	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
+	if (ret > 0) *fd = c->woken_by;
+	return ret;
+}
+
+/* uWSGI's contract: 0 when the time passed, -1 otherwise */
+static int tw_wait_milliseconds_hook(int timeout) {
+	int ret = wait_fds(-1, -1, 0, timeout > 0 ? timeout : 1);
+	return ret == 0 ? 0 : -1;
+}
+
+/* ---- schedule hooks: yields and the core async API ---- */
+
+/* After a WSGI generator yields: run again on the next loop iteration,
+ * unless the app registered its own waits (they resume it instead). */
+static void tw_schedule_fix(struct wsgi_request *wsgi_req) {
+	struct tw_core *c = &utornado.core[wsgi_req->async_id];
+	if (!wsgi_req->waiting_fds && !wsgi_req->async_timeout) tw_resume_soon(c);
+}
+
+/*
+ * Suspend the request: until one of the waits it registered with the core
+ * async API fires, or, when it registered none, until the next loop
+ * iteration (so uwsgi.suspend() always comes back).
+ */
+static void tw_schedule_to_main(struct wsgi_request *wsgi_req) {
+	struct tw_core *c = tw_current_core();
+	if (!c || c->wsgi_req != wsgi_req) {
+		uwsgi_log("[tornado] suspend called outside of its request greenlet, ignored\n");
+		return;
+	}
+	int64_t timeout_ms = 0;
+	if (wsgi_req->async_timeout) {
+		/* uWSGI keeps these in whole seconds of uwsgi_now() */
+		int64_t left = (int64_t) wsgi_req->async_timeout->value - (int64_t) uwsgi_now();
+		timeout_ms = left > 0 ? left * 1000 : 1;
+	}
+	c->legacy = wsgi_req->waiting_fds || wsgi_req->async_timeout;
+	int ret = tw_core_wait(c, -1, -1, 0, timeout_ms);
+	if (c->legacy && ret == 0) {
+		/* our timer fired first: tell the app through uWSGI's own flag */
+		async_reset_request(wsgi_req);
+		wsgi_req->async_timed_out = 1;
+	}
+	c->legacy = 0;
+	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
+}
+
+/* uwsgi.async_queue got events: wake the cores that registered those fds */
+void tw_on_legacy_event(void) {
+	struct epoll_event events[16];
+	int n = epoll_wait(uwsgi.async_queue, events, 16, 0);
+	int i;
+	for (i = 0; i < n; i++) {
+		int fd = events[i].data.fd;
+		struct wsgi_request *wsgi_req = uwsgi.async_waiting_fd_table[fd];
+		if (!wsgi_req) {
+			event_queue_del_fd(uwsgi.async_queue, fd, events[i].events);
+			continue;
+		}
+		struct tw_core *c = &utornado.core[wsgi_req->async_id];
+		async_reset_request(wsgi_req);
+		wsgi_req->async_ready_fd = 1;
+		wsgi_req->async_last_ready_fd = fd;
+		if (c->legacy) tw_wake(c, c->gen);
+	}
+}
+
+/* Give the core async API the structures uWSGI's own async loop would create. */
+int tw_legacy_init(void) {
+	uwsgi.async_queue = event_queue_init();
+	if (uwsgi.async_queue < 0) return -1;
+	uwsgi.rb_async_timeouts = uwsgi_init_rb_timer();
+	uwsgi.async_waiting_fd_table = uwsgi_calloc(sizeof(struct wsgi_request *) * uwsgi.max_fd);
+	uwsgi.async_proto_fd_table = uwsgi_calloc(sizeof(struct wsgi_request *) * uwsgi.max_fd);
+	return tw_watch(uwsgi.async_queue, TW_READ, TW_TAG(TW_ID_LEGACY, 0));
+}
+
+/* ---- uwsgi.async_sleep ---- */
+
+/*
+ * uwsgi.async_sleep(seconds): suspend the calling request (or greenlet) for
+ * `seconds`, fractions included, while the worker serves others. Returns b""
+ * so the classic `yield uwsgi.async_sleep(n)` keeps working.
+ */
+static PyObject *py_tw_async_sleep(PyObject *self, PyObject *args) {
+	double seconds;
+	if (!PyArg_ParseTuple(args, "d:async_sleep", &seconds)) return NULL;
+	int64_t ms = seconds > 0 ? (int64_t) (seconds * 1000.0 + 0.5) : 0;
+	struct tw_core *c = tw_current_core();
+	int ret;
+	if (c) {
+		/* ms == 0 yields to the loop once */
+		ret = tw_core_wait(c, -1, -1, 0, ms);
+	}
+	else {
+		PyObject *current = tw_greenlet_current();
+		Py_DECREF(current);   /* only its address is compared */
+		if (current == utornado.hub) {
+			return PyErr_Format(PyExc_RuntimeError, "uwsgi.async_sleep() cannot suspend the IOLoop itself: call it from a request or a greenlet");
+		}
+		ret = tw_green_wait(-1, 0, ms);
+	}
+	if (ret < 0) {
+		if (!PyErr_Occurred()) PyErr_SetString(PyExc_OSError, "uwsgi.async_sleep(): unable to wait");
+		return NULL;
+	}
+	return PyBytes_FromString("");
+}
+
+static PyMethodDef tw_async_sleep_def = {"async_sleep", py_tw_async_sleep, METH_VARARGS, "sleep without blocking the worker (tornado engine)"};
+
+/* Put our versions of the uwsgi module's async functions in place. */
+void tw_replace_module_functions(void) {
+	PyObject *uwsgi_dict = get_uwsgi_pydict("uwsgi");
+	if (!uwsgi_dict) {
+		PyErr_Clear();
+		return;
+	}
+	PyObject *f = PyCFunction_New(&tw_async_sleep_def, NULL);
+	if (!f || PyDict_SetItemString(uwsgi_dict, "async_sleep", f)) PyErr_Print();
+	Py_XDECREF(f);
+}
+
+void tw_hooks_install(void) {
+	uwsgi.wait_read_hook = tw_wait_read_hook;
+	uwsgi.wait_write_hook = tw_wait_write_hook;
+	uwsgi.wait_read2_hook = tw_wait_read2_hook;
+	uwsgi.wait_milliseconds_hook = tw_wait_milliseconds_hook;
+	uwsgi.schedule_fix = tw_schedule_fix;
+	uwsgi.schedule_to_main = tw_schedule_to_main;
+	uwsgi.current_wsgi_req = tw_current_wsgi_req;
+}

@@ -1,0 +1,363 @@
+/*
+ * loop.c: the worker side of the tornado loop engine.
+ *
+ * After fork each worker: takes over the IOLoop the app may have created in
+ * the master (or creates one), registers the engine's epoll with it, creates
+ * one greenlet per async core, and runs IOLoop.start() in its main greenlet,
+ * "the hub". Accepting happens in the hub; everything else a request does
+ * (parsing, the app, the response, keep-alive) happens in its core's greenlet.
+ */
+#include "tornado.h"
+
+/*
+ * The cold path in Python: finding or repairing the worker's asyncio loop is
+ * attribute work on asyncio's objects, clearer here than in C.
+ *
+ * A loop created before fork (a preloaded app that ran IOLoop.current() or
+ * built an AsyncHTTPClient at import time) shares its epoll fd and its
+ * self-pipe with the master and every other worker. The app holds that loop
+ * object, so it must stay the loop this worker runs: we give it a fresh
+ * selector holding the same registrations and a fresh self-pipe, and drop its
+ * default executor, whose threads did not survive fork.
+ */
+static const char tw_worker_py[] =
+	"import asyncio, selectors, signal\n"
+	"from asyncio import selector_events\n"
+	"from tornado.ioloop import IOLoop\n"
+	"\n"
+	"def _own_kernel_state(loop):\n"
+	"    old = loop._selector\n"
+	"    pipe = set()\n"
+	"    if loop._ssock is not None:\n"
+	"        pipe = {loop._ssock.fileno(), loop._csock.fileno()}\n"
+	"    new = type(old)()\n"
+	"    for key in list(old.get_map().values()):\n"
+	"        if key.fd not in pipe:\n"
+	"            new.register(key.fileobj, key.events, key.data)\n"
+	"    loop._selector = new\n"
+	"    old.close()\n"
+	"    if loop._ssock is not None:\n"
+	"        loop._ssock.close()\n"
+	"        loop._csock.close()\n"
+	"        loop._ssock = loop._csock = None\n"
+	"        loop._internal_fds -= 1\n"
+	"        loop._make_self_pipe()\n"
+	"        if getattr(loop, '_signal_handlers', None):\n"
+	"            signal.set_wakeup_fd(loop._csock.fileno())\n"
+	"    loop._default_executor = None\n"
+	"\n"
+	"def worker_ioloop():\n"
+	"    policy = asyncio.get_event_loop_policy()\n"
+	"    loop = getattr(getattr(policy, '_local', None), '_loop', None)\n"
+	"    if loop is not None and not loop.is_closed() and not loop.is_running():\n"
+	"        if isinstance(loop, selector_events.BaseSelectorEventLoop):\n"
+	"            _own_kernel_state(loop)\n"
+	"        else:\n"
+	"            loop = None\n"
+	"    else:\n"
+	"        loop = None\n"
+	"    if loop is None:\n"
+	"        loop = asyncio.new_event_loop()\n"
+	"    asyncio.set_event_loop(loop)\n"
+	"    return IOLoop.current(), loop\n";
+
+static PyObject *tw_core_run(PyObject *self, PyObject *unused);
+static PyMethodDef tw_core_run_def = {"uwsgi_tornado_core", tw_core_run, METH_NOARGS, "serve the connections given to one async core"};
+
+/* Create the IOLoop of this worker; fills utornado.ioloop and utornado.aloop. */
+static int tw_setup_ioloop(void) {
+	int ret = -1;
+	PyObject *code = NULL, *module = NULL, *result = NULL;
+	code = Py_CompileString(tw_worker_py, "<uwsgi tornado engine>", Py_file_input);
+	if (!code) goto end;
+	module = PyImport_ExecCodeModule("uwsgi_tornado_engine", code);
+	if (!module) goto end;
+	result = PyObject_CallMethod(module, "worker_ioloop", NULL);
+	if (!result) goto end;
+	if (!PyArg_ParseTuple(result, "OO", &utornado.ioloop, &utornado.aloop)) goto end;
+	Py_INCREF(utornado.ioloop);
+	Py_INCREF(utornado.aloop);
+	utornado.call_later = PyObject_GetAttrString(utornado.aloop, "call_later");
+	utornado.call_soon = PyObject_GetAttrString(utornado.aloop, "call_soon");
+	if (!utornado.call_later || !utornado.call_soon) goto end;
+	PyObject *r = PyObject_CallMethod(utornado.aloop, "add_reader", "iO", utornado.epfd, utornado.on_events);
+	if (!r) goto end;
+	Py_DECREF(r);
+	ret = 0;
+end:
+	Py_XDECREF(result);
+	Py_XDECREF(module);
+	Py_XDECREF(code);
+	return ret;
+}
+
+/* ---- cores ---- */
+
+static PyObject *tw_core_greenlet(struct tw_core *c) {
+	PyObject *id = PyLong_FromLong(c->id);
+	if (!id) return NULL;
+	PyObject *run = PyCFunction_New(&tw_core_run_def, id);
+	Py_DECREF(id);
+	if (!run) return NULL;
+	PyObject *gl = tw_greenlet_new(run, utornado.hub);
+	Py_DECREF(run);
+	return gl;
+}
+
+static void tw_core_free(struct tw_core *c) {
+	struct wsgi_request *wsgi_req = c->wsgi_req;
+	c->busy = 0;
+	utornado.busy--;
+	uwsgi.async_queue_unused_ptr++;
+	uwsgi.async_queue_unused[uwsgi.async_queue_unused_ptr] = wsgi_req;
+	tw_core_released();
+}
+
+/* Parse, route and run one request; the connection is already accepted. */
+static void tw_serve_one(struct tw_core *c) {
+	struct wsgi_request *wsgi_req = c->wsgi_req;
+
+	/* a fresh contextvars context per request, as a new greenlet would have */
+	if (PyObject_SetAttr(c->greenlet, utornado.str_gr_context, Py_None)) PyErr_Clear();
+
+	for (;;) {
+		int status = wsgi_req->socket->proto(wsgi_req);
+		if (status == UWSGI_OK) break;
+		if (status < 0) goto broken;
+		/* bounded by --socket-timeout: a silent client loses its core */
+		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
+	}
+
+	if (uwsgi.harakiri_options.workers > 0) set_harakiri(uwsgi.harakiri_options.workers);
+
+#ifdef UWSGI_ROUTING
+	if (uwsgi_apply_routes(wsgi_req) == UWSGI_ROUTE_BREAK) goto done;
+#endif
+	for (;;) {
+		uwsgi.wsgi_req = wsgi_req;
+		wsgi_req->async_status = uwsgi.p[wsgi_req->uh->modifier1]->request(wsgi_req);
+		if (wsgi_req->async_status <= UWSGI_OK) break;
+		/* the app yielded: let the others run */
+		wsgi_req->switches++;
+		uwsgi.schedule_fix(wsgi_req);
+		uwsgi.schedule_to_main(wsgi_req);
+	}
+#ifdef UWSGI_ROUTING
+done:
+#endif
+	uwsgi.wsgi_req = wsgi_req;
+	async_reset_request(wsgi_req);
+	uwsgi_close_request(wsgi_req);
+	return;
+
+broken:
+	/* the client went away, timed out or sent garbage before a request
+	 * existed: nothing to log or account, just free what parsing took */
+	uwsgi.wsgi_req = wsgi_req;
+	async_reset_request(wsgi_req);
+	uwsgi_destroy_request(wsgi_req);
+}
+
+/* Serve a connection until it closes: one request, or many with keep-alive. */
+static void tw_serve(struct tw_core *c) {
+	struct wsgi_request *wsgi_req = c->wsgi_req;
+	struct uwsgi_socket *sock = wsgi_req->socket;
+	int id = c->id;
+	for (;;) {
+		tw_serve_one(c);
+		/* --http11-socket keeps the connection in sock->retry[core] */
+		if (!sock->retry || !sock->retry[id] || utornado.draining) break;
+		wsgi_req_setup(wsgi_req, id, sock);
+		/* waits (in this greenlet) for the next request, up to --socket-timeout */
+		if (wsgi_req_simple_accept(wsgi_req, sock->fd)) break;
+		uwsgi.workers[uwsgi.mywid].cores[id].in_request = 1;
+		wsgi_req->start_of_request = uwsgi_micros();
+		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
+	}
+	if (sock->retry && sock->retry[id]) {
+		/* draining with an idle keep-alive connection: close it */
+		close(sock->fd_threads[id]);
+		sock->retry[id] = 0;
+		sock->fd_threads[id] = -1;
+	}
+	uwsgi.workers[uwsgi.mywid].cores[id].in_request = 0;
+	tw_core_free(c);
+}
+
+/* The body of a core's greenlet: serve, park in the hub, serve again. */
+static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
+	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
+	for (;;) {
+		tw_serve(c);
+		PyObject *ret = tw_greenlet_switch(utornado.hub);
+		/* NULL: the greenlet is being killed (worker exit) */
+		if (!ret) return NULL;
+		Py_DECREF(ret);
+	}
+}
+
+/* Hand an accepted connection to its core's greenlet and run it until it
+ * first waits (often until the response is sent). */
+static void tw_core_start(struct tw_core *c) {
+	if (c->greenlet && tw_greenlet_dead(c->greenlet)) {
+		/* an exception escaped it: start over with a new one */
+		Py_CLEAR(c->greenlet);
+	}
+	if (!c->greenlet) {
+		c->greenlet = tw_core_greenlet(c);
+		if (!c->greenlet) {
+			PyErr_Print();
+			uwsgi_log("[tornado] unable to create the greenlet of core %d\n", c->id);
+			uwsgi_destroy_request(c->wsgi_req);
+			uwsgi.workers[uwsgi.mywid].cores[c->id].in_request = 0;
+			tw_core_free(c);
+			return;
+		}
+	}
+	uwsgi.wsgi_req = c->wsgi_req;
+	PyObject *ret = tw_greenlet_switch(c->greenlet);
+	if (!ret) {
+		uwsgi_log("[tornado] core %d failed\n", c->id);
+		PyErr_Print();
+		return;
+	}
+	Py_DECREF(ret);
+}
+
+/* ---- accept ---- */
+
+static struct uwsgi_socket *tw_socket_by_index(uint32_t index) {
+	struct uwsgi_socket *sock = uwsgi.sockets;
+	while (sock && index--) sock = sock->next;
+	return sock;
+}
+
+/* A listen socket is readable: accept while there are free cores. */
+void tw_on_listen_event(uint32_t index) {
+	struct uwsgi_socket *sock = tw_socket_by_index(index);
+	if (!sock || !utornado.accepting) return;
+	while (utornado.accepting) {
+		struct wsgi_request *wsgi_req = find_first_available_wsgi_req();
+		if (!wsgi_req) {
+			/* every core is busy: the backlog holds the rest until one frees */
+			tw_accept_pause();
+			return;
+		}
+		wsgi_req_setup(wsgi_req, wsgi_req->async_id, sock);
+		if (wsgi_req_simple_accept(wsgi_req, sock->fd)) {
+			/* EAGAIN (another worker was faster) or a real error */
+			uwsgi.async_queue_unused_ptr++;
+			uwsgi.async_queue_unused[uwsgi.async_queue_unused_ptr] = wsgi_req;
+			return;
+		}
+		uwsgi.workers[uwsgi.mywid].cores[wsgi_req->async_id].in_request = 1;
+		wsgi_req->start_of_request = uwsgi_micros();
+		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
+		struct tw_core *c = &utornado.core[wsgi_req->async_id];
+		c->busy = 1;
+		utornado.busy++;
+		tw_core_start(c);
+	}
+}
+
+static void tw_listen_sockets(int add) {
+	struct uwsgi_socket *sock = uwsgi.sockets;
+	uint32_t i = 0;
+	for (; sock; sock = sock->next, i++) {
+		if (sock->fd < 0) continue;
+		if (add) {
+			if (tw_watch(sock->fd, TW_READ, TW_TAG(TW_ID_LISTEN + i, 0))) uwsgi_error("[tornado] watching a listen socket");
+		}
+		else {
+			tw_unwatch(sock->fd);
+		}
+	}
+}
+
+void tw_accept_pause(void) {
+	if (!utornado.accepting) return;
+	tw_listen_sockets(0);
+	utornado.accepting = 0;
+}
+
+void tw_accept_resume(void) {
+	if (utornado.accepting || utornado.draining) return;
+	tw_listen_sockets(1);
+	utornado.accepting = 1;
+}
+
+void tw_stop_loop(void) {
+	if (utornado.stopping) return;
+	utornado.stopping = 1;
+	PyObject *stop = PyObject_GetAttrString(utornado.ioloop, "stop");
+	if (!stop) {
+		PyErr_Print();
+		return;
+	}
+	/* stop from a callback, never from inside a core's greenlet */
+	PyObject *h = tw_loop_call(utornado.call_soon, stop, NULL);
+	if (!h) PyErr_Print();
+	Py_XDECREF(h);
+	Py_DECREF(stop);
+}
+
+static void tw_gil_get(void) {
+	pthread_setspecific(up.upt_gil_key, (void *) PyGILState_Ensure());
+}
+
+static void tw_gil_release(void) {
+	PyGILState_Release((PyGILState_STATE) (long) pthread_getspecific(up.upt_gil_key));
+}
+
+/* the loop engine: registered as "tornado", runs in every worker */
+void tw_loop(void) {
+	signal(SIGPIPE, SIG_IGN);
+
+	if (uwsgi.async < 2) {
+		uwsgi_log("the tornado loop engine requires async mode: use --tornado <cores>\n");
+		exit(1);
+	}
+	tw_check_suspend_engine();
+	utornado.cores = uwsgi.async;
+
+	UWSGI_GET_GIL
+	if (uwsgi.has_threads) {
+		up.gil_get = tw_gil_get;
+		up.gil_release = tw_gil_release;
+	}
+
+	if (tw_greenlet_import()) uwsgi_pyexit;
+	utornado.hub = tw_greenlet_current();
+	utornado.str_gr_context = PyUnicode_InternFromString("gr_context");
+	utornado.str_switch = PyUnicode_InternFromString("switch");
+	if (!utornado.str_gr_context || !utornado.str_switch) uwsgi_pyexit;
+
+	if (tw_event_init()) uwsgi_pyexit;
+	if (tw_legacy_init()) {
+		uwsgi_log("[tornado] unable to set up the core async API\n");
+		exit(1);
+	}
+	if (tw_setup_ioloop()) uwsgi_pyexit;
+
+	tw_hooks_install();
+	tw_replace_module_functions();
+	tw_signals_init();
+
+	tw_accept_resume();
+
+	for (;;) {
+		PyObject *r = PyObject_CallMethod(utornado.ioloop, "start", NULL);
+		if (r) {
+			Py_DECREF(r);
+			break;
+		}
+		/* an exception escaped a loop callback: log it, keep serving */
+		PyErr_Print();
+		if (utornado.stopping) break;
+	}
+
+	/* the loop was stopped: the worker drained (reload, recycle) or is asked to die */
+	tw_run_atexit();
+	uwsgi_log("goodbye to the tornado IOLoop on worker %d (pid: %d)\n", uwsgi.mywid, uwsgi.mypid);
+	exit(utornado.exit_code);
+}

@@ -1,0 +1,68 @@
+/*
+ * plugin.c: the --tornado option, the plugin struct and the startup checks of
+ * the tornado loop engine. The engine itself is in loop.c.
+ */
+#include "tornado.h"
+
+/* --tornado N: async mode with N cores on the tornado loop */
+static void tw_opt_tornado(char *opt, char *value, void *unused) {
+	uwsgi_opt_set_int(opt, value, &uwsgi.async);
+	if (uwsgi.async < 1) {
+		uwsgi_log("--tornado needs a number of async cores, e.g. --tornado 100 (got \"%s\")\n", value);
+		exit(1);
+	}
+	uwsgi.loop = "tornado";
+}
+
+static struct uwsgi_option tw_options[] = {
+	{"tornado", required_argument, 0, "run the tornado loop engine with the specified number of async cores (needs --greenlet)", tw_opt_tornado, NULL, UWSGI_OPT_THREADS},
+	{0, 0, 0, 0, 0, 0, 0},
+};
+
+static int tw_selected(void) {
+	return uwsgi.loop && !strcmp(uwsgi.loop, "tornado");
+}
+
+/* The suspend engine (--greenlet) installs uwsgi.schedule_to_main when it
+ * initialises, together with the apps. */
+void tw_check_suspend_engine(void) {
+	if (!uwsgi.schedule_to_main) {
+		uwsgi_log("the tornado loop engine needs a suspend engine: add --greenlet (and build uWSGI with the greenlet plugin)\n");
+		/* in a worker, make the master give up instead of respawning it forever */
+		exit(uwsgi.mywid > 0 ? UWSGI_FAILED_APP_CODE : 1);
+	}
+}
+
+/* Option checks, in the master before any worker exists: a wrong setup stops
+ * here with one clear line, instead of a crash on the first request. */
+static void tw_post_init(void) {
+	if (!tw_selected()) return;
+	if (uwsgi.async < 2) {
+		uwsgi_log("the tornado loop engine needs at least 2 async cores: use --tornado <cores> (e.g. --tornado 100)\n");
+		exit(1);
+	}
+	/* a silent client holds a core until --socket-timeout: gevent's default of
+	 * 30 s unless the operator chose a value */
+	if (!uwsgi_get_exported_opt("socket-timeout") && uwsgi.socket_timeout < 30) {
+		uwsgi.socket_timeout = 30;
+	}
+}
+
+/* After the apps are loaded in the master (with --lazy-apps the worker's
+ * loop start checks instead, see tw_loop()). */
+static void tw_postinit_apps(void) {
+	if (!tw_selected() || uwsgi.lazy || uwsgi.lazy_apps) return;
+	tw_check_suspend_engine();
+}
+
+static void tw_on_load(void) {
+	uwsgi_register_loop("tornado", tw_loop);
+}
+
+struct uwsgi_plugin tornado_plugin = {
+	.name = "tornado",
+	.options = tw_options,
+	.on_load = tw_on_load,
+	.post_init = tw_post_init,
+	.postinit_apps = tw_postinit_apps,
+};

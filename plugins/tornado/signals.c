@@ -1,0 +1,147 @@
+/*
+ * signals.c: uWSGI signals, graceful drain and shutdown for the tornado loop
+ * engine.
+ *
+ * uWSGI signals (@timer, @signal, @filemon, ...) arrive on signal_socket and
+ * my_signal_socket; both sit in the engine's epoll, and each signal runs in a
+ * greenlet of its own, so a handler may wait (uwsgi.async_sleep) while the
+ * worker goes on serving.
+ *
+ * Unix signals cannot touch Python: the handlers only write one byte to a
+ * pipe that sits in the engine's epoll (async-signal-safe), and the loop does
+ * the work on its next iteration.
+ *
+ * Draining (SIGHUP, --max-requests and the other recycling options through
+ * uWSGI's gbcw_hook): stop accepting at once, let the requests in flight
+ * finish (bounded by --worker-reload-mercy, enforced by uWSGI's time bomb),
+ * run uwsgi.atexit, exit. Stopping (SIGINT, SIGQUIT, SIGTERM): the same
+ * without waiting for the requests.
+ */
+#include "tornado.h"
+
+static int wake_pipe[2] = {-1, -1};
+
+static void tw_unix_signal(int signum) {
+	char byte = (char) signum;
+	int saved = errno;
+	if (write(wake_pipe[1], &byte, 1) < 0) {
+		/* pipe full: a wake-up is pending anyway */
+	}
+	errno = saved;
+}
+
+static PyObject *tw_signal_run(PyObject *self, PyObject *unused) {
+	int fd = (int) PyLong_AsLong(self);
+	uwsgi_receive_signal(fd, "worker", uwsgi.mywid);
+	if (PyErr_Occurred()) PyErr_Print();
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef tw_signal_run_def = {"uwsgi_tornado_signal", tw_signal_run, METH_NOARGS, "run one uWSGI signal handler"};
+
+/* A uWSGI signal is waiting on fd: run its handler in a new greenlet. */
+void tw_on_signal_event(int fd) {
+	PyObject *py_fd = NULL, *run = NULL, *gl = NULL, *ret = NULL;
+	py_fd = PyLong_FromLong(fd);
+	if (!py_fd) goto err;
+	run = PyCFunction_New(&tw_signal_run_def, py_fd);
+	if (!run) goto err;
+	gl = tw_greenlet_new(run, utornado.hub);
+	if (!gl) goto err;
+	ret = tw_greenlet_switch(gl);
+	if (!ret) goto err;
+	goto end;
+err:
+	uwsgi_log("[tornado] unable to run a uWSGI signal handler\n");
+	PyErr_Print();
+end:
+	Py_XDECREF(ret);
+	Py_XDECREF(gl);
+	Py_XDECREF(run);
+	Py_XDECREF(py_fd);
+}
+
+void tw_run_atexit(void) {
+	PyObject *uwsgi_dict = get_uwsgi_pydict("uwsgi");
+	if (!uwsgi_dict) {
+		PyErr_Clear();
+		return;
+	}
+	PyObject *ae = PyDict_GetItemString(uwsgi_dict, "atexit");
+	if (!ae) return;
+	PyObject *r = PyObject_CallNoArgs(ae);
+	if (!r) PyErr_Print();
+	Py_XDECREF(r);
+}
+
+/* Stop accepting; exit once the last request in flight is done. */
+void tw_drain(void) {
+	if (!utornado.draining) {
+		uwsgi_log("Gracefully killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
+		utornado.draining = 1;
+		uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
+		tw_accept_pause();
+		if (utornado.busy > 0) {
+			uwsgi_log("worker %d (pid: %d) waits for %d requests in flight\n", uwsgi.mywid, uwsgi.mypid, utornado.busy);
+		}
+		/* --worker-reload-mercy bounds the wait */
+		uwsgi_time_bomb(uwsgi.worker_reload_mercy, 0);
+	}
+	if (utornado.busy == 0) tw_stop_loop();
+}
+
+/* uWSGI decided this worker is done (--max-requests, --reload-on-rss, ...). */
+static void tw_gbcw_hook(void) {
+	uwsgi_log("...The work of process %d is done. Seeya!\n", getpid());
+	tw_drain();
+}
+
+/* A core gave its connection back. */
+void tw_core_released(void) {
+	if (utornado.draining) {
+		if (utornado.busy == 0) tw_stop_loop();
+		return;
+	}
+	if (!utornado.accepting) tw_accept_resume();
+}
+
+void tw_on_wake_event(void) {
+	char bytes[64];
+	ssize_t n = read(wake_pipe[0], bytes, sizeof(bytes));
+	ssize_t i;
+	for (i = 0; i < n; i++) {
+		int signum = bytes[i];
+		if (signum == SIGHUP) {
+			tw_drain();
+		}
+		else {
+			uwsgi_log("Brutally killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
+			utornado.exit_code = UWSGI_END_CODE;
+			uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
+			utornado.draining = 1;
+			tw_accept_pause();
+			tw_stop_loop();
+		}
+	}
+}
+
+void tw_signals_init(void) {
+	utornado.exit_code = UWSGI_RELOAD_CODE;
+	if (uwsgi.signal_socket > -1) {
+		if (tw_watch(uwsgi.signal_socket, TW_READ, TW_TAG(TW_ID_SIGNAL, 0))) uwsgi_error("[tornado] watching signal_socket");
+		if (tw_watch(uwsgi.my_signal_socket, TW_READ, TW_TAG(TW_ID_MYSIGNAL, 0))) uwsgi_error("[tornado] watching my_signal_socket");
+	}
+	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK)) {
+		uwsgi_error("[tornado] pipe2()");
+		exit(1);
+	}
+	if (tw_watch(wake_pipe[0], TW_READ, TW_TAG(TW_ID_WAKE, 0))) {
+		uwsgi_error("[tornado] watching the wake pipe");
+		exit(1);
+	}
+	uwsgi.gbcw_hook = tw_gbcw_hook;
+	signal(SIGHUP, tw_unix_signal);
+	signal(SIGINT, tw_unix_signal);
+	signal(SIGQUIT, tw_unix_signal);
+	signal(SIGTERM, tw_unix_signal);
+}

@@ -1,0 +1,161 @@
+/*
+ * tornado.h: shared state and internal API of the tornado loop engine.
+ *
+ * The engine runs uWSGI's async mode on Tornado's IOLoop (an asyncio loop
+ * underneath) with greenlet as the suspend engine. It is split like uWSGI's
+ * gevent plugin, one concern per file:
+ *
+ *   plugin.c   the --tornado option, the plugin struct, startup checks
+ *   event.c    the event layer: one epoll for every uWSGI wait of the worker,
+ *              a timer heap and a ready queue, bridged into the asyncio loop
+ *   loop.c     the worker: IOLoop setup after fork, accept, one greenlet per
+ *              core, drain and exit
+ *   hooks.c    uWSGI's wait/suspend hooks and the core async API
+ *              (uwsgi.async_sleep, wait_fd_read/write, suspend) on event.c
+ *   signals.c  uWSGI signals, graceful reload and shutdown
+ *
+ * Why one private epoll instead of asyncio's add_reader() per wait: every
+ * add_reader() allocates a Handle and a SelectorKey and goes through Python;
+ * a request waits several times, so that cost is per event. Our epoll is
+ * registered once as a single reader of the asyncio loop; a wait is then one
+ * epoll_ctl() and no Python object at all. Timers work the same way: a heap
+ * in C, and one asyncio timer armed for the earliest deadline only.
+ */
+#ifndef UWSGI_TORNADO_H
+#define UWSGI_TORNADO_H
+
+#include <uwsgi_python.h>
+
+#ifndef __linux__
+#error "the tornado loop engine needs epoll (Linux)"
+#endif
+#include <sys/epoll.h>
+
+/* what a wait waits for */
+#define TW_READ  EPOLLIN
+#define TW_WRITE EPOLLOUT
+
+/* epoll tags: the low 32 bits say who registered, the high 32 bits carry the
+ * generation of the core's wait, so an event that belongs to a finished wait
+ * is recognised and dropped. */
+#define TW_ID_SLOT1   0x40000000u   /* core id | this: the wait's second fd */
+#define TW_ID_LISTEN  0x80000000u   /* + index of the uWSGI socket */
+#define TW_ID_LEGACY  0xfffffff0u   /* uwsgi.async_queue: the core async API */
+#define TW_ID_SIGNAL  0xfffffff1u   /* uwsgi.signal_socket */
+#define TW_ID_MYSIGNAL 0xfffffff2u  /* uwsgi.my_signal_socket */
+#define TW_ID_WAKE    0xfffffff3u   /* the pipe Unix signal handlers write to */
+#define TW_TAG(id, gen) (((uint64_t) (gen) << 32) | (uint32_t) (id))
+
+/* One per async core, allocated once per worker. */
+struct tw_core {
+	int id;
+	struct wsgi_request *wsgi_req;
+	PyObject *greenlet;     /* owned: the core's greenlet, serves request after request */
+	PyObject *waiter;       /* owned while suspended: the greenlet to switch back to */
+	uint32_t gen;           /* bumped when a wait starts and when it ends */
+	int suspended;          /* in tw_suspend(), waiting for a wake-up */
+	int fds[2];             /* what the current wait registered in the epoll (-1: nothing) */
+	int dup_fds[2];         /* dup()s we made because the fd was already watched */
+	int woken_by;           /* fd that ended the wait, -1 when it was the timer */
+	int timed_out;
+	int legacy;             /* the wait is one of the core async API (waiting_fds/async_timeout) */
+	uint64_t deadline;      /* monotonic ns, meaningful while heap_idx >= 0 */
+	int heap_idx;
+	int queued;             /* in the ready queue */
+	uint32_t queued_gen;
+	struct tw_core *next_ready;
+	int busy;               /* owns a connection */
+};
+
+struct uwsgi_tornado {
+	/* options */
+	int cores;
+	int verbose;
+
+	/* worker state */
+	int epfd;
+	struct epoll_event *events;   /* one batch buffer, allocated once */
+	int nevents;
+	struct tw_core *core;         /* uwsgi.async entries */
+	int busy;                     /* cores owning a connection */
+	int accepting;                /* listen sockets are in the epoll */
+	int draining;                 /* stop accepting, exit when busy drops to 0 */
+	int stopping;
+	int exit_code;
+
+	/* timers: a binary min-heap of cores by deadline */
+	struct tw_core **heap;
+	int heap_len;
+	PyObject *timer_handle;       /* owned: the asyncio timer armed for the earliest deadline */
+	uint64_t armed_deadline;
+
+	/* cores to resume on the next loop iteration */
+	struct tw_core *ready_head;
+	struct tw_core *ready_tail;
+	int ready_armed;
+
+	/* Python objects, created once per worker and owned here */
+	PyObject *hub;                /* the greenlet the loop runs in */
+	PyObject *ioloop;             /* tornado.ioloop.IOLoop of this worker */
+	PyObject *aloop;              /* the asyncio loop under it */
+	PyObject *call_later;         /* bound aloop.call_later */
+	PyObject *call_soon;          /* bound aloop.call_soon */
+	PyObject *on_events;          /* C callables handed to the loop */
+	PyObject *on_timer;
+	PyObject *on_ready;
+	PyObject *str_gr_context;
+	PyObject *str_switch;
+};
+
+extern struct uwsgi_tornado utornado;
+extern struct uwsgi_server uwsgi;
+extern struct uwsgi_python up;
+
+/* event.c: greenlet's C API lives in one translation unit (greenlet.h keeps
+ * its function table in a static variable), these wrap what the others use */
+int tw_greenlet_import(void);
+PyObject *tw_greenlet_current(void);
+PyObject *tw_greenlet_new(PyObject *run, PyObject *parent);
+PyObject *tw_greenlet_switch(PyObject *greenlet);
+int tw_greenlet_dead(PyObject *greenlet);
+
+/* event.c */
+int tw_event_init(void);
+uint64_t tw_now_ns(void);
+int tw_watch(int fd, uint32_t events, uint64_t tag);
+void tw_unwatch(int fd);
+void tw_timer_start(struct tw_core *, uint64_t deadline_ns);
+void tw_timer_stop(struct tw_core *);
+void tw_resume_soon(struct tw_core *);
+int tw_core_wait(struct tw_core *, int fd0, int fd1, uint32_t events, int64_t timeout_ms);
+int tw_suspend(struct tw_core *);
+void tw_wake(struct tw_core *, uint32_t gen);
+PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1);
+
+/* plugin.c */
+void tw_check_suspend_engine(void);
+
+/* loop.c */
+void tw_loop(void);
+void tw_on_listen_event(uint32_t index);
+void tw_accept_pause(void);
+void tw_accept_resume(void);
+void tw_stop_loop(void);
+
+/* hooks.c */
+void tw_hooks_install(void);
+int tw_legacy_init(void);
+void tw_on_legacy_event(void);
+struct tw_core *tw_current_core(void);
+int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms);
+void tw_replace_module_functions(void);
+
+/* signals.c */
+void tw_signals_init(void);
+void tw_on_signal_event(int fd);
+void tw_on_wake_event(void);
+void tw_run_atexit(void);
+void tw_drain(void);
+void tw_core_released(void);
+
+#endif
