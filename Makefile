@@ -50,7 +50,7 @@ $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/release,-O2)
 
 $(UWSGI): $(BUILD)/release/uwsgi
-	cp $< $@
+	rm -f $@ && cp $< $@
 
 # ---- debug build: -O0 -g -Werror and AddressSanitizer ----
 debug: $(UWSGI_DEBUG)

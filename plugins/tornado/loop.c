@@ -113,6 +113,14 @@ static void tw_core_free(struct tw_core *c) {
 	tw_core_released();
 }
 
+/* Close the connection --http11-socket keeps open for the core's next request. */
+static void tw_drop_keepalive(struct uwsgi_socket *sock, int id) {
+	if (!sock->retry || !sock->retry[id]) return;
+	close(sock->fd_threads[id]);
+	sock->retry[id] = 0;
+	sock->fd_threads[id] = -1;
+}
+
 /* Parse, route and run one request; the connection is already accepted. */
 static void tw_serve_one(struct tw_core *c) {
 	struct wsgi_request *wsgi_req = c->wsgi_req;
@@ -147,7 +155,12 @@ done:
 #endif
 	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
+	/* nothing sent at all (the app failed before start_response): a kept-alive
+	 * client would wait forever for a response that will not come */
+	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
+	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
+	if (!answered) tw_drop_keepalive(sock, c->id);
 	return;
 
 broken:
@@ -174,12 +187,8 @@ static void tw_serve(struct tw_core *c) {
 		wsgi_req->start_of_request = uwsgi_micros();
 		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
 	}
-	if (sock->retry && sock->retry[id]) {
-		/* draining with an idle keep-alive connection: close it */
-		close(sock->fd_threads[id]);
-		sock->retry[id] = 0;
-		sock->fd_threads[id] = -1;
-	}
+	/* draining with an idle keep-alive connection: close it */
+	tw_drop_keepalive(sock, id);
 	uwsgi.workers[uwsgi.mywid].cores[id].in_request = 0;
 	tw_core_free(c);
 }
@@ -344,6 +353,7 @@ void tw_loop(void) {
 	tw_signals_init();
 
 	tw_accept_resume();
+	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);
 
 	for (;;) {
 		PyObject *r = PyObject_CallMethod(utornado.ioloop, "start", NULL);

@@ -1,0 +1,231 @@
+"""Helpers shared by the test suites: start a real uWSGI (the one the Makefile
+built) on free 127.0.0.1 ports, talk to it, stop it by PID, and show its log
+when a test fails."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+UWSGI = os.environ.get("UWSGI_BIN", str(ROOT / ".venv" / "bin" / "uwsgi"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+class Server:
+    """One uWSGI instance: its process, its ports and its log."""
+
+    def __init__(self, args: list[str], log: Path, port: int, env: dict[str, str]):
+        self.args = args
+        self.log_path = log
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(ROOT), env=env,
+        )
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uwsgi exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} x{count} not in the log after {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def worker_pids(self) -> list[int]:
+        """The workers: the children of the master, or the process itself."""
+        kids = children(self.pid)
+        return kids if kids else [self.pid]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for pid in self.worker_pids():
+                    if pid != self.pid:
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture
+def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
+    """Start uWSGI: ``uwsgi("app.py", "--processes", "2")``.
+
+    The app is a file under tests/apps (or an absolute path). By default the
+    server gets ``--http-socket`` on a free port, ``--tornado 100 --greenlet``
+    and waits until every worker runs the loop. Pass ``engine=False`` to leave
+    the engine options out, ``socket=None`` to bind nothing yourself.
+    """
+    servers: list[Server] = []
+
+    def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
+              engine: bool = True, workers: int = 1, wait: bool = True,
+              env: dict[str, str] | None = None) -> Server:
+        port = free_port()
+        args = [UWSGI] + (["--need-app"] if app else [])
+        if socket_opt:
+            args += [socket_opt, f"127.0.0.1:{port}"]
+        if app:
+            path = app if os.path.isabs(app) else str(APPS / app)
+            args += ["--wsgi-file", path]
+        if engine:
+            args += ["--tornado", "100", "--greenlet"]
+        args += ["--disable-logging"] if "--enable-logging" not in extra else []
+        args += [a for a in extra if a != "--enable-logging"]
+        full_env = dict(os.environ, PYTHONPATH=f"{ROOT}:{APPS}", PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        server = Server(args, tmp_path / f"uwsgi-{len(servers)}.log", port, full_env)
+        servers.append(server)
+        if wait:
+            server.wait_log("tornado loop engine ready on worker", count=workers)
+            wait_port(port)
+        return server
+
+    yield start
+
+    failed = getattr(request.node, "rep_call", None)
+    for server in servers:
+        server.stop()
+        if failed is not None and failed.failed:
+            sys.stderr.write(f"\n----- uwsgi log ({' '.join(server.args)}) -----\n{server.log()}\n")
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Backend:
+    """A local HTTP backend in a thread: GET /services -> b"services", /slow?s=1
+    sleeps first. Stands in for the remote service of the upstream docs."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/slow"):
+                    time.sleep(float(self.path.split("=", 1)[1]))
+                body = b"services" if self.path.startswith("/services") else b"slow"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        ThreadingHTTPServer.request_queue_size = 512
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    b = Backend()
+    yield b
+    b.close()
+
+
+def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "") -> tuple[int, bytes]:
+    """One HTTP/1.0 request on a fresh connection; returns (status, body).
+    Reads until the server closes, so it also proves the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[object]:
+    """Run fn(0..n-1) in n threads at once; return the results (exceptions included)."""
+    results: list[object] = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout)
+            results[i] = fn(i)
+        except Exception as exc:  # noqa: BLE001 - reported by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results

@@ -1,0 +1,343 @@
+"""The tornado loop engine serves WSGI on the IOLoop: every request path, end to
+end, against the real uWSGI binary."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+import requests
+import websocket
+
+from conftest import UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, wait_port
+
+
+# ---- startup ----
+
+def test_tornado_without_a_suspend_engine_is_a_clear_startup_error(tmp_path):
+    port = free_port()
+    proc = subprocess.run(
+        [UWSGI, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "basic.py"), "--tornado", "10"],
+        capture_output=True, timeout=30, text=True,
+    )
+    assert proc.returncode != 0
+    assert "needs a suspend engine: add --greenlet" in proc.stdout + proc.stderr
+
+
+def test_tornado_needs_at_least_two_cores():
+    proc = subprocess.run(
+        [UWSGI, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"),
+         "--tornado", "1", "--greenlet"],
+        capture_output=True, timeout=30, text=True,
+    )
+    assert proc.returncode != 0
+    assert "needs at least 2 async cores" in proc.stdout + proc.stderr
+
+
+# ---- hello world ----
+
+def test_hello_world_serves_50_concurrent_clients(uwsgi):
+    server = uwsgi("basic.py")
+    results = parallel(lambda i: http_get(server.port, "/"), 50)
+    assert results == [(200, b"Hello World")] * 50
+
+
+def test_hello_world_with_master_and_two_workers(uwsgi):
+    server = uwsgi("basic.py", "--master", "--processes", "2", workers=2)
+    results = parallel(lambda i: http_get(server.port, "/pid"), 50)
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in results), results
+    pids = {int(r[1]) for r in results}
+    assert pids <= set(server.worker_pids())
+
+
+# ---- the upstream documentation's examples ----
+
+def test_seed_fetch_with_greenlet_switch(uwsgi, backend):
+    server = uwsgi("seed001.py", env={"BACKEND_URL": backend.url})
+    assert http_get(server.port, "/") == (200, b"services")
+
+
+def test_seed_callback_chain_50_at_once_take_the_timer_once(uwsgi, backend):
+    server = uwsgi("seed001.py", env={"BACKEND_URL": backend.url, "CHAIN_SECONDS": "2"})
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(server.port, "/chain", timeout=30), 50)
+    elapsed = time.monotonic() - started
+    assert results == [(200, b"services")] * 50
+    assert 2.0 <= elapsed < 4.0
+
+
+def test_seed_generator_yields_one_two_three(uwsgi):
+    server = uwsgi("basic.py")
+    assert http_get(server.port, "/generator") == (200, b"onetwothree")
+
+
+def test_module_level_ioloop_in_a_preloaded_app_works_in_every_worker(uwsgi, backend):
+    server = uwsgi("seed001.py", "--master", "--processes", "2", workers=2,
+                   env={"BACKEND_URL": backend.url})
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(seen) < 2 and time.monotonic() < deadline:
+        results = parallel(lambda i: http_get(server.port, "/pid"), 20)
+        for status, body in results:
+            assert status == 200 and body.startswith(b"services ")
+            seen.add(int(body.split()[1]))
+    assert seen == set(server.worker_pids())
+    assert "DAMN" not in server.log()
+
+
+# ---- the core async API ----
+
+def test_async_sleep_lets_20_requests_sleep_together(uwsgi):
+    server = uwsgi("basic.py")
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(server.port, "/sleep?s=1"), 20)
+    elapsed = time.monotonic() - started
+    assert all(r[0] == 200 and 0.95 <= float(r[1]) < 1.5 for r in results), results
+    assert elapsed < 2.0
+
+
+def test_async_sleep_has_sub_second_precision(uwsgi):
+    server = uwsgi("basic.py")
+    status, body = http_get(server.port, "/sleep?s=0.25")
+    assert status == 200 and 0.24 <= float(body) < 0.5
+
+
+def test_yield_async_sleep_in_a_generator(uwsgi):
+    server = uwsgi("basic.py")
+    started = time.monotonic()
+    assert http_get(server.port, "/yield-sleep?s=1") == (200, b"slept")
+    assert 0.95 <= time.monotonic() - started < 2
+
+
+def test_wait_fd_read_wakes_on_the_fd(uwsgi):
+    server = uwsgi("basic.py")
+    status, body = http_get(server.port, "/fd?write=0.3&timeout=5")
+    first, second, elapsed = body.decode().split("|")
+    assert status == 200
+    assert first == "ready=True timeout=None"
+    assert second == "ready=True timeout=None"
+    assert 0.25 <= float(elapsed) < 2
+
+
+def test_wait_fd_read_times_out_and_the_next_wait_is_not_poisoned(uwsgi):
+    server = uwsgi("basic.py")
+    status, body = http_get(server.port, "/fd?timeout=1")
+    first, second, elapsed = body.decode().split("|")
+    assert status == 200
+    assert first == "ready=False timeout=True"
+    assert second == "ready=True timeout=None"
+    assert 0.9 <= float(elapsed) < 2.5
+
+
+def test_wait_fd_read_then_suspend_without_a_generator(uwsgi):
+    server = uwsgi("basic.py")
+    assert http_get(server.port, "/fd-suspend") == (200, b"ready=True")
+
+
+def test_suspend_yields_and_comes_back(uwsgi):
+    server = uwsgi("basic.py")
+    assert http_get(server.port, "/suspend") == (200, b"back")
+
+
+# ---- bodies ----
+
+def test_10_mib_post_body_through_wsgi_input(uwsgi):
+    server = uwsgi("basic.py", "--post-buffering", "0")
+    body = os.urandom(10 * 1024 * 1024)
+    r = requests.post(server.url + "/post", data=body, timeout=30)
+    assert r.status_code == 200
+    assert r.text == "%d %s" % (len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_slow_reader_of_a_20_mib_response_does_not_stop_the_others(uwsgi):
+    server = uwsgi("basic.py")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a small window
+    slow.settimeout(30)
+    slow.connect(("127.0.0.1", server.port))
+    slow.sendall(b"GET /big?mb=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = slow.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200")
+    # the slow client reads nothing now; its core waits for the socket
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(server.port, "/"), 20)
+    assert results == [(200, b"Hello World")] * 20
+    assert time.monotonic() - started < 3
+    received = len(first.partition(b"\r\n\r\n")[2])
+    while True:
+        chunk = slow.recv(1 << 20)
+        if not chunk:
+            break
+        received += len(chunk)
+    slow.close()
+    assert received == 20 * 1024 * 1024
+
+
+# ---- websockets ----
+
+def test_websocket_echo_20_clients_at_once(uwsgi):
+    server = uwsgi("basic.py")
+
+    def client(i: int) -> str:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=10)
+        try:
+            out = []
+            for n in range(5):
+                ws.send(f"client {i} message {n}")
+                out.append(ws.recv())
+            return "|".join(out)
+        finally:
+            ws.close()
+
+    results = parallel(client, 20)
+    assert results == ["|".join(f"client {i} message {n}" for n in range(5)) for i in range(20)]
+
+
+def test_websocket_idle_longer_than_the_ping_interval_keeps_working(uwsgi):
+    server = uwsgi("basic.py", "--websocket-ping-freq", "1")
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=10)
+    ws.send("before")
+    assert ws.recv() == "before"
+    time.sleep(2.5)  # two pings go by; websocket-client answers them
+    ws.send("after")
+    assert ws.recv() == "after"
+    ws.close()
+
+
+# ---- a full queue ----
+
+def test_200_one_second_requests_on_100_cores_all_succeed_without_spinning(uwsgi):
+    server = uwsgi("basic.py", "--listen", "512")
+    pid = server.worker_pids()[0]
+    cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(server.port, "/sleep?s=1", timeout=30), 200)
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(pid) - cpu_before
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in results), [r for r in results if not isinstance(r, tuple)][:3]
+    assert 1.9 <= elapsed < 3.5
+    assert cpu < 0.3, f"the worker used {cpu:.2f}s of CPU while its cores waited"
+
+
+# ---- parsing under --socket-timeout ----
+
+def test_slowloris_connections_do_not_block_others_and_are_closed_after_socket_timeout(uwsgi):
+    server = uwsgi("basic.py", "--socket-timeout", "2")
+    partial = []
+    for _ in range(50):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        partial.append(s)
+    started = time.monotonic()
+    assert http_get(server.port, "/") == (200, b"Hello World")
+    assert time.monotonic() - started < 1
+    for s in partial:
+        assert s.recv(100) == b""  # closed by the server
+        s.close()
+    assert 1.5 <= time.monotonic() - started < 5
+
+
+def test_a_silent_client_is_closed_after_socket_timeout(uwsgi):
+    server = uwsgi("basic.py", "--socket-timeout", "1")
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    started = time.monotonic()
+    assert s.recv(100) == b""
+    assert 0.9 <= time.monotonic() - started < 3
+    s.close()
+
+
+# ---- keep-alive and protocols ----
+
+def read_response(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes, bytes]:
+    """Read one Content-Length framed response from a keep-alive connection:
+    (head, body, what is left in the buffer)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the keep-alive connection"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the keep-alive connection"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def test_keep_alive_serves_1000_requests_over_one_connection(uwsgi):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        buf = b""
+        for _ in range(1000):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body, buf = read_response(s, buf)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"Hello World"
+
+
+def test_keep_alive_connection_is_closed_when_the_app_fails_before_responding(uwsgi):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /error HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data == b"" or data.startswith(b"HTTP/1.1 500")
+    assert http_get(server.port, "/") == (200, b"Hello World")
+
+
+def test_idle_keep_alive_connection_costs_no_cpu_and_is_closed_after_the_timeout(uwsgi):
+    server = uwsgi("basic.py", "--socket-timeout", "2", socket_opt="--http11-socket")
+    pid = server.worker_pids()[0]
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"Hello World" in s.recv(4096)
+    cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
+    assert s.recv(100) == b""
+    assert 1.5 <= time.monotonic() - started < 4
+    assert cpu_seconds(pid) - cpu_before < 0.05
+    s.close()
+
+
+def uwsgi_packet(vars: dict[str, str]) -> bytes:
+    body = b"".join(
+        struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in vars.items()
+    )
+    return struct.pack("<BHB", 0, len(body), 0) + body
+
+
+def test_uwsgi_protocol_socket_and_http_socket_at_once(uwsgi):
+    uwsgi_port = free_port()
+    server = uwsgi("basic.py", "--socket", f"127.0.0.1:{uwsgi_port}")
+    assert http_get(server.port, "/") == (200, b"Hello World")
+    wait_port(uwsgi_port)
+    with socket.create_connection(("127.0.0.1", uwsgi_port), timeout=10) as s:
+        s.sendall(uwsgi_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1",
+                                "SERVER_NAME": "x", "SERVER_PORT": "80", "QUERY_STRING": ""}))
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello World")
+
+
+# ---- failing apps ----
+
+@pytest.mark.parametrize("path", ["/error", "/badstatus"])
+def test_a_failing_app_gets_a_500_and_the_worker_keeps_serving(uwsgi, path):
+    server = uwsgi("basic.py")
+    pid = http_get(server.port, "/pid")[1]
+    status, _ = http_get(server.port, path)
+    assert status in (500, 0)
+    assert http_get(server.port, "/pid") == (200, pid)
+
+
+def test_a_generator_raising_mid_body_cuts_that_response_only(uwsgi):
+    server = uwsgi("basic.py")
+    pid = http_get(server.port, "/pid")[1]
+    status, body = http_get(server.port, "/genraise")
+    assert status == 200 and body == b"partial"
+    assert http_get(server.port, "/pid") == (200, pid)
