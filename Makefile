@@ -13,7 +13,7 @@ UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug clean distclean
+.PHONY: all plugin run test test-debug debug tools clean distclean
 
 all: $(UWSGI)
 
@@ -32,12 +32,12 @@ $(SRC)/.unpacked: requirements.txt | $(VENV)/.installed
 	rm -rf $(SRC) && tar -C $(BUILD) -xzf $(SDIST)
 	touch $@
 
-# build_uwsgi(output dir, extra CFLAGS): copy the plugin out of tree (uWSGI
-# leaves .o files next to the sources it compiles), then build the profile
+# build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): copy our plugin out
+# of tree (uWSGI leaves .o files next to the sources it compiles), then build
 define build_uwsgi
 	rm -rf $(1)/plugin && mkdir -p $(1)/plugin && cp -r plugins/tornado $(1)/plugin/
-	cd $(SRC) && CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER) $(2)" \
-		UWSGI_EMBED_PLUGINS="tornado=$(abspath $(1))/plugin/tornado,greenlet" \
+	cd $(SRC) && CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER) $(2)" LDFLAGS="$(4)" \
+		UWSGI_EMBED_PLUGINS="$(3)" \
 		UWSGI_PROFILE=$(abspath buildconf/tornado.ini) UWSGI_BIN_NAME=$(abspath $(1))/uwsgi \
 		UWSGI_FORCE_REBUILD=1 CPUCOUNT=2 \
 		$(abspath $(VPY)) uwsgiconfig.py --build > $(abspath $(1))/build.log 2>&1 \
@@ -45,43 +45,59 @@ define build_uwsgi
 endef
 
 PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+EMBED = tornado=$(abspath $(1))/plugin/tornado,greenlet
 
 $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
-	$(call build_uwsgi,$(BUILD)/release,-O2)
+	$(call build_uwsgi,$(BUILD)/release,-O2,$(call EMBED,$(BUILD)/release))
 
 $(UWSGI): $(BUILD)/release/uwsgi
 	rm -f $@ && cp $< $@
 
-# ---- debug build: -O0 -g -Werror and AddressSanitizer ----
+# ---- debug build: -O0 -g and AddressSanitizer (the plugin builds with -Wall -Werror always) ----
 debug: $(UWSGI_DEBUG)
 
 $(UWSGI_DEBUG): $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
-	$(call build_uwsgi,$(BUILD)/debug,-O0 -g -fsanitize=address -fno-omit-frame-pointer)
+	$(call build_uwsgi,$(BUILD)/debug,-O0 -g -fsanitize=address -fno-omit-frame-pointer,$(call EMBED,$(BUILD)/debug),-fsanitize=address)
 
 # ---- tornado_plugin.so for an existing uWSGI 2.0.x binary ----
+# build/stock/uwsgi stands for such a binary: the same sources with greenlet
+# but without our plugin; the test suite loads the .so into it with --plugin.
+STOCK := $(BUILD)/stock/uwsgi
+
+$(STOCK): $(SRC)/.unpacked buildconf/tornado.ini
+	$(call build_uwsgi,$(BUILD)/stock,-O2,greenlet)
+
 plugin: tornado_plugin.so
 
-tornado_plugin.so: $(UWSGI) $(PLUGIN_FILES)
+tornado_plugin.so: $(STOCK) $(PLUGIN_FILES)
 	rm -rf $(BUILD)/plugin-so && mkdir -p $(BUILD)/plugin-so && cp -r plugins/tornado $(BUILD)/plugin-so/
 	cd $(SRC) && PYTHON=$(abspath $(VPY)) CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER)" \
-		$(abspath $(UWSGI)) --build-plugin "$(abspath $(BUILD))/plugin-so/tornado tornado" \
+		$(abspath $(STOCK)) --build-plugin "$(abspath $(BUILD))/plugin-so/tornado tornado" \
 		> $(abspath $(BUILD))/plugin-so/build.log 2>&1 || (tail -40 $(abspath $(BUILD))/plugin-so/build.log; exit 1)
-	cp $(SRC)/tornado_plugin.so $@
+	mv $(SRC)/tornado_plugin.so $@
+
+# ---- tools the tests and benchmarks drive (Debian packages) ----
+tools:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 # ---- run ----
 run: $(UWSGI)
 	$(UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
 
 # ---- tests ----
-test: $(UWSGI) tornado_plugin.so
-	$(VPY) -m pytest $(PYTEST_ARGS) tests
+test: $(UWSGI) tornado_plugin.so tools
+	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) tests
 
-test-debug: $(UWSGI_DEBUG)
-	UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0 \
+# ASan options: the interpreter's own allocations are not leaks we can fix;
+# greenlet copies stack slices with memcpy, which ASan's memcpy check
+# (replace_intrin) reports as stack underflows: our code stays instrumented.
+test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
+	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
+		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0 \
 		$(VPY) -m pytest $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
+	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
 
 distclean:
 	rm -rf $(BUILD) $(VENV) tornado_plugin.so

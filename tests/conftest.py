@@ -113,9 +113,15 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
 
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
-              env: dict[str, str] | None = None) -> Server:
+              env: dict[str, str] | None = None, binary: str = UWSGI) -> Server:
         port = free_port()
-        args = [UWSGI] + (["--need-app"] if app else [])
+        extra_list = list(extra)
+        args = [binary] + (["--need-app"] if app else []) + ["--virtualenv", str(ROOT / ".venv")]
+        while "--plugin" in extra_list:  # plugins load before the options they add
+            i = extra_list.index("--plugin")
+            args += extra_list[i:i + 2]
+            del extra_list[i:i + 2]
+        extra = tuple(extra_list)
         if socket_opt:
             args += [socket_opt, f"127.0.0.1:{port}"]
         if app:

@@ -22,6 +22,9 @@ def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/":
         return text(start_response, b"Hello World")
+    if path == "/close":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Connection", "close")])
+        return [b"close"]
     if path == "/pid":
         return text(start_response, str(os.getpid()))
     if path == "/port":

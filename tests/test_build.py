@@ -1,0 +1,39 @@
+"""The build: make is incremental, and tornado_plugin.so loads into a uWSGI
+binary that does not embed the engine."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from conftest import ROOT, http_get, parallel
+
+STOCK = os.environ.get("STOCK_UWSGI", str(ROOT / "build" / "stock" / "uwsgi"))
+PLUGIN = str(ROOT / "tornado_plugin.so")
+
+
+def make_question(*args: str) -> int:
+    """`make -q`: 0 when the targets are up to date, 1 when make would rebuild."""
+    return subprocess.run(["make", "-q", *args], cwd=ROOT, capture_output=True, timeout=60).returncode
+
+
+def test_make_with_nothing_changed_rebuilds_nothing():
+    assert make_question(".venv/bin/uwsgi", "tornado_plugin.so") == 0
+
+
+def test_make_rebuilds_after_a_plugin_source_changes():
+    assert make_question("-W", "plugins/tornado/event.c", ".venv/bin/uwsgi") == 1
+    assert make_question("-W", "plugins/tornado/tornado.h", "tornado_plugin.so") == 1
+
+
+def test_stock_uwsgi_does_not_know_the_tornado_option():
+    proc = subprocess.run([STOCK, "--tornado", "10", "--greenlet"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "unrecognized option" in proc.stdout + proc.stderr
+
+
+def test_tornado_plugin_so_loads_into_a_stock_uwsgi_with_plugin(uwsgi):
+    server = uwsgi("basic.py", "--plugin", PLUGIN, binary=STOCK)
+    sleeps = parallel(lambda i: http_get(server.port, "/sleep?s=0.5"), 10)
+    assert all(status == 200 and float(body) >= 0.45 for status, body in sleeps), sleeps
+    results = parallel(lambda i: http_get(server.port, "/generator"), 10)
+    assert results == [(200, b"onetwothree")] * 10

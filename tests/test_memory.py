@@ -1,0 +1,38 @@
+"""Per request nothing leaks: the worker's RSS stays flat over 100,000 requests."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import rss_kib
+
+WRK = shutil.which("wrk")
+
+
+def wrk(url: str, seconds: int, connections: int = 50) -> int:
+    """Load the URL with wrk (one thread) and return how many requests completed."""
+    out = subprocess.run(
+        [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    return int(re.search(r"(\d+) requests in", out).group(1))
+
+
+@pytest.mark.parametrize("socket_opt", ["--http-socket", "--http11-socket"])
+def test_rss_grows_less_than_1_mib_over_100000_requests(uwsgi, socket_opt):
+    server = uwsgi("basic.py", socket_opt=socket_opt)
+    pid = server.worker_pids()[0]
+    url = server.url + "/close" if socket_opt == "--http-socket" else server.url + "/"
+    wrk(url, 3)  # warm up: caches, free lists and arenas reach their size
+    before = rss_kib(pid)
+    served = 0
+    for _ in range(20):  # bounded: at most 20 rounds of 5 s
+        served += wrk(url, 5)
+        if served >= 100_000:
+            break
+    after = rss_kib(pid)
+    assert served >= 100_000
+    assert after - before < 1024, f"RSS grew by {after - before} KiB over {served} requests"
