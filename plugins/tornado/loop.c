@@ -136,7 +136,8 @@ static void tw_serve_one(struct tw_core *c) {
 		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
 	}
 
-	if (uwsgi.harakiri_options.workers > 0) set_harakiri(uwsgi.harakiri_options.workers);
+	c->running_since = uwsgi_now();
+	tw_harakiri_update();
 
 #ifdef UWSGI_ROUTING
 	if (uwsgi_apply_routes(wsgi_req) == UWSGI_ROUTE_BREAK) goto done;
@@ -160,6 +161,8 @@ done:
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
+	c->running_since = 0;
+	tw_harakiri_update();
 	if (!answered) tw_drop_keepalive(sock, c->id);
 	return;
 
@@ -181,8 +184,12 @@ static void tw_serve(struct tw_core *c) {
 		/* --http11-socket keeps the connection in sock->retry[core] */
 		if (!sock->retry || !sock->retry[id] || utornado.draining) break;
 		wsgi_req_setup(wsgi_req, id, sock);
-		/* waits (in this greenlet) for the next request, up to --socket-timeout */
-		if (wsgi_req_simple_accept(wsgi_req, sock->fd)) break;
+		/* waits (in this greenlet) for the next request, up to --socket-timeout;
+		 * a drain ends the wait early (tw_drain) */
+		c->idle = 1;
+		int refused = wsgi_req_simple_accept(wsgi_req, sock->fd);
+		c->idle = 0;
+		if (refused) break;
 		uwsgi.workers[uwsgi.mywid].cores[id].in_request = 1;
 		wsgi_req->start_of_request = uwsgi_micros();
 		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;

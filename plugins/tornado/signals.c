@@ -74,6 +74,45 @@ void tw_run_atexit(void) {
 	Py_XDECREF(r);
 }
 
+/*
+ * --harakiri covers every request, not only the last one started: the
+ * worker's deadline (which the master enforces) is the one of its oldest
+ * running request. uwsgi_close_request() clears it; we set it back for the
+ * requests still running.
+ */
+void tw_harakiri_update(void) {
+	int secs = uwsgi.harakiri_options.workers;
+	if (secs <= 0) return;
+	time_t oldest = 0;
+	int i;
+	for (i = 0; i < utornado.cores; i++) {
+		time_t since = utornado.core[i].running_since;
+		if (since && (!oldest || since < oldest)) oldest = since;
+	}
+	uwsgi.workers[uwsgi.mywid].harakiri = oldest ? oldest + secs : 0;
+	if (!uwsgi.master_process) {
+		/* no master: uWSGI's harakiri is a SIGALRM in the worker */
+		time_t left = oldest ? oldest + secs - uwsgi_now() : 0;
+		alarm(oldest ? (left > 0 ? left : 1) : 0);
+	}
+}
+
+/* From the hub: end the waits of idle keep-alive connections, so a draining
+ * worker does not wait --socket-timeout for clients that send nothing. */
+static PyObject *tw_close_idle(PyObject *self, PyObject *unused) {
+	int i;
+	for (i = 0; i < utornado.cores; i++) {
+		struct tw_core *c = &utornado.core[i];
+		if (c->idle && c->suspended) {
+			c->timed_out = 1;
+			tw_wake(c, c->gen);
+		}
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef tw_close_idle_def = {"uwsgi_tornado_close_idle", tw_close_idle, METH_NOARGS, "close idle keep-alive connections"};
+
 /* Stop accepting; exit once the last request in flight is done. */
 void tw_drain(void) {
 	if (!utornado.draining) {
@@ -86,6 +125,13 @@ void tw_drain(void) {
 		}
 		/* --worker-reload-mercy bounds the wait */
 		uwsgi_time_bomb(uwsgi.worker_reload_mercy, 0);
+		/* this may run in a core's greenlet (gbcw_hook): switching to other
+		 * cores is the hub's job */
+		PyObject *f = PyCFunction_New(&tw_close_idle_def, NULL);
+		PyObject *h = f ? tw_loop_call(utornado.call_soon, f, NULL) : NULL;
+		if (!h) PyErr_Print();
+		Py_XDECREF(h);
+		Py_XDECREF(f);
 	}
 	if (utornado.busy == 0) tw_stop_loop();
 }
@@ -114,6 +160,10 @@ void tw_on_wake_event(void) {
 		if (signum == SIGHUP) {
 			tw_drain();
 		}
+		else if (signum == SIGWINCH) {
+			/* the master retires us (--max-worker-lifetime, cheaper):
+			 * it cleared manage_next_request, checked below */
+		}
 		else {
 			uwsgi_log("Brutally killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
 			utornado.exit_code = UWSGI_END_CODE;
@@ -123,7 +173,23 @@ void tw_on_wake_event(void) {
 			tw_stop_loop();
 		}
 	}
+	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
 }
+
+/* Once a second: the master may retire us without a signal we see. */
+static PyObject *tw_periodic(PyObject *self, PyObject *unused) {
+	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
+	if (!utornado.stopping) {
+		PyObject *one = PyFloat_FromDouble(1.0);
+		PyObject *h = one ? tw_loop_call(utornado.call_later, one, self) : NULL;
+		if (!h) PyErr_Print();
+		Py_XDECREF(h);
+		Py_XDECREF(one);
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef tw_periodic_def = {"uwsgi_tornado_periodic", tw_periodic, METH_NOARGS, "periodic worker checks"};
 
 void tw_signals_init(void) {
 	utornado.exit_code = UWSGI_RELOAD_CODE;
@@ -144,4 +210,11 @@ void tw_signals_init(void) {
 	signal(SIGINT, tw_unix_signal);
 	signal(SIGQUIT, tw_unix_signal);
 	signal(SIGTERM, tw_unix_signal);
+	signal(SIGWINCH, tw_unix_signal);
+
+	PyObject *periodic = PyCFunction_New(&tw_periodic_def, NULL);
+	if (!periodic) uwsgi_pyexit;
+	PyObject *h = tw_periodic(periodic, NULL);
+	Py_XDECREF(h);
+	utornado.periodic = periodic;
 }

@@ -65,6 +65,8 @@ struct tw_core {
 	uint32_t queued_gen;
 	struct tw_core *next_ready;
 	int busy;               /* owns a connection */
+	int idle;               /* waiting for the next request of a keep-alive connection */
+	time_t running_since;   /* the app runs a request since then (0: it does not) */
 };
 
 struct uwsgi_tornado {
@@ -103,6 +105,7 @@ struct uwsgi_tornado {
 	PyObject *on_events;          /* C callables handed to the loop */
 	PyObject *on_timer;
 	PyObject *on_ready;
+	PyObject *periodic;           /* the once-a-second worker check */
 	PyObject *str_gr_context;
 	PyObject *str_switch;
 };
@@ -157,5 +160,6 @@ void tw_on_wake_event(void);
 void tw_run_atexit(void);
 void tw_drain(void);
 void tw_core_released(void);
+void tw_harakiri_update(void);
 
 #endif
