@@ -50,8 +50,10 @@ EMBED = tornado=$(abspath $(1))/plugin/tornado,greenlet
 $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/release,-O2,$(call EMBED,$(BUILD)/release))
 
+# the binary, plus uWSGI's uwsgidecorators module, as `pip install uwsgi` would
 $(UWSGI): $(BUILD)/release/uwsgi
 	rm -f $@ && cp $< $@
+	cp $(SRC)/uwsgidecorators.py $$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/
 
 # ---- debug build: -O0 -g and AddressSanitizer (the plugin builds with -Wall -Werror always) ----
 debug: $(UWSGI_DEBUG)
