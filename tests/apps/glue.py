@@ -1,0 +1,168 @@
+"""Exercises uwsgidecorators_ext from a WSGI app: every kind of awaitable,
+timeouts, cancellation, exceptions, misuse, and Tornado apps in every worker."""
+import asyncio
+import concurrent.futures
+import os
+import threading
+import time
+import traceback
+from urllib.parse import parse_qs
+
+import greenlet
+import tornado.web
+from tornado.concurrent import Future as TornadoFuture
+from tornado.httpclient import AsyncHTTPClient
+
+from uwsgidecorators_ext import (blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
+                                 serve_shared_socket, sleep, wait)
+
+BACKEND = os.environ.get("BACKEND_URL", "")
+ECHO_PORT = int(os.environ.get("ECHO_PORT", "0"))
+
+# misuse at import time (in the master): a clear RuntimeError
+try:
+    wait(asyncio.sleep(0))
+    IMPORT_TIME = "no error"
+except RuntimeError as exc:
+    IMPORT_TIME = str(exc)
+
+
+class Pid(tornado.web.RequestHandler):
+    def get(self):
+        self.write(str(os.getpid()))
+
+
+class BlockingFetch(tornado.web.RequestHandler):
+    @blocking
+    def get(self):
+        sleep(0.2)
+        body = wait(AsyncHTTPClient().fetch(BACKEND + "/services")).body
+        self.write(body + b" " + str(os.getpid()).encode())
+
+
+AsyncHTTPClient.configure(None, max_clients=500)
+tornado_app = tornado.web.Application([(r"/pid", Pid), (r"/blocking", BlockingFetch)])
+if os.environ.get("PER_WORKER_PORT"):
+    serve_per_worker(tornado_app, int(os.environ["PER_WORKER_PORT"]))
+if os.environ.get("REUSEPORT_PORT"):
+    serve_reuseport(tornado_app, int(os.environ["REUSEPORT_PORT"]))
+if os.environ.get("SHARED_SOCKET"):
+    serve_shared_socket(tornado_app, os.environ["SHARED_SOCKET"])
+
+
+class Boom(Exception):
+    pass
+
+
+async def coro(value, delay=0.1):
+    await asyncio.sleep(delay)
+    return value
+
+
+async def failing():
+    await asyncio.sleep(0.05)
+    raise Boom("from the coroutine")
+
+
+async def echo(message):
+    reader, writer = await asyncio.open_connection("127.0.0.1", ECHO_PORT)
+    writer.write(message + b"\n")
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return line.strip()
+
+
+cancelled = []
+
+
+async def forever():
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        cancelled.append(1)
+        raise
+
+
+def inner_wait():
+    return wait(coro(b"inner"))
+
+
+def run(kind, q):
+    loop = asyncio.get_running_loop()
+    if kind == "coroutine":
+        return wait(coro(b"coroutine"))
+    if kind == "task":
+        return wait(loop.create_task(coro(b"task")))
+    if kind == "asyncio-future":
+        f = loop.create_future()
+        loop.call_later(0.1, f.set_result, b"asyncio-future")
+        return wait(f)
+    if kind == "tornado-future":
+        f = TornadoFuture()
+        ioloop().call_later(0.1, f.set_result, b"tornado-future")
+        return wait(f)
+    if kind == "concurrent-future":
+        f = concurrent.futures.Future()
+        threading.Timer(0.1, f.set_result, [b"concurrent-future"]).start()
+        return wait(f)
+    if kind == "fetch":
+        return wait(AsyncHTTPClient().fetch(BACKEND + "/slow?s=" + q.get("s", ["1"])[0])).body
+    if kind == "echo":
+        return wait(echo(b"ping"))
+    if kind == "exception":
+        try:
+            wait(failing())
+        except Boom as exc:
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            return b"Boom %s %s" % (str(exc).encode(), b"in failing" if "in failing" in "".join(tb) else b"no tb")
+    if kind == "timeout":
+        started = time.monotonic()
+        try:
+            wait(forever(), timeout=0.3)
+        except TimeoutError:
+            sleep(0.05)  # let the cancellation run
+            return b"timeout %.2f cancelled=%d" % (time.monotonic() - started, len(cancelled))
+    if kind == "nested":
+        first = wait(coro(b"outer"))
+        child = greenlet.greenlet(inner_wait)
+        return first + b"+" + child.switch() if not child.dead else b"?"
+    if kind == "sleep":
+        started = time.monotonic()
+        sleep(0.25)
+        return b"%.3f" % (time.monotonic() - started)
+    if kind == "executor":
+        return run_in_executor(lambda a, b: (time.sleep(0.2), a + b)[1], b"ex", b"ecutor")
+    if kind == "import-time":
+        return IMPORT_TIME.encode()
+    if kind == "thread":
+        out = []
+
+        def in_thread():
+            try:
+                wait(asyncio.sleep(0))
+            except RuntimeError as exc:
+                out.append(str(exc))
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join()
+        return out[0].encode()
+    if kind == "callback":
+        out = loop.create_future()
+
+        def in_callback():
+            try:
+                wait(asyncio.sleep(0))
+            except RuntimeError as exc:
+                out.set_result(str(exc).encode())
+        loop.call_soon(in_callback)
+        return wait(out)
+    return b"unknown kind"
+
+
+def application(environ, start_response):
+    q = parse_qs(environ.get("QUERY_STRING", ""))
+    body = run(environ["PATH_INFO"].strip("/"), q)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

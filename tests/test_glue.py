@@ -1,0 +1,155 @@
+"""uwsgidecorators_ext: wait(), sleep(), run_in_executor() and @blocking from
+real requests, and Tornado applications served from every worker."""
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, http_get, parallel, wait_port
+
+
+class EchoHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        line = self.rfile.readline()
+        time.sleep(1)  # a slow backend
+        self.wfile.write(line)
+
+
+@pytest.fixture
+def echo_server():
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer.request_queue_size = 256
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), EchoHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def glue(uwsgi, backend, echo_server):
+    return uwsgi("glue.py", env={"BACKEND_URL": backend.url, "ECHO_PORT": str(echo_server)})
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "task", "asyncio-future", "tornado-future", "concurrent-future"])
+def test_wait_returns_the_result_of_every_kind_of_awaitable(glue, kind):
+    assert http_get(glue.port, f"/{kind}") == (200, kind.encode())
+
+
+def test_wait_raises_the_awaitables_exception_with_its_traceback(glue):
+    assert http_get(glue.port, "/exception") == (200, b"Boom from the coroutine in failing")
+
+
+def test_wait_with_timeout_raises_timeouterror_and_cancels_the_awaitable(glue):
+    status, body = http_get(glue.port, "/timeout")
+    word, seconds, cancelled = body.split()
+    assert status == 200 and word == b"timeout" and cancelled == b"cancelled=1"
+    assert 0.3 <= float(seconds) < 0.8
+
+
+def test_nested_wait_in_a_greenlet_below_the_request(glue):
+    assert http_get(glue.port, "/nested") == (200, b"outer+inner")
+
+
+def test_sleep_suspends_for_fractions_of_a_second(glue):
+    status, body = http_get(glue.port, "/sleep")
+    assert status == 200 and 0.24 <= float(body) < 0.5
+
+
+def test_run_in_executor_runs_a_blocking_call_in_a_thread(glue):
+    assert http_get(glue.port, "/executor") == (200, b"executor")
+
+
+@pytest.mark.parametrize("where", ["import-time", "thread", "callback"])
+def test_wait_outside_a_request_greenlet_raises_a_clear_runtimeerror(glue, where):
+    status, body = http_get(glue.port, f"/{where}")
+    assert status == 200 and b"can only wait inside a request" in body
+
+
+def test_100_requests_awaiting_a_1_second_fetch_finish_in_about_a_second(glue):
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(glue.port, "/fetch?s=1", timeout=30), 100)
+    elapsed = time.monotonic() - started
+    assert results == [(200, b"slow")] * 100
+    assert 1.0 <= elapsed < 2.5
+
+
+def test_100_requests_awaiting_an_asyncio_tcp_client_finish_in_about_a_second(glue):
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(glue.port, "/echo", timeout=30), 100)
+    elapsed = time.monotonic() - started
+    assert results == [(200, b"ping")] * 100
+    assert 1.0 <= elapsed < 2.5
+
+
+# ---- Tornado applications in every worker ----
+
+def test_tornado_app_on_a_port_per_worker(uwsgi, backend):
+    base = free_port() + 100
+    server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
+                   env={"BACKEND_URL": backend.url, "PER_WORKER_PORT": str(base)})
+    pids = set(server.worker_pids())
+    seen = set()
+    for worker_id in (1, 2):
+        wait_port(base + worker_id)
+        status, body = http_get(base + worker_id, "/pid")
+        assert status == 200
+        seen.add(int(body))
+    assert seen == pids
+
+
+def test_tornado_app_on_one_reuseport_port_in_every_worker(uwsgi, backend):
+    port = free_port()
+    server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
+                   env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
+    wait_port(port)
+    seen = set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for status, body in parallel(lambda i: http_get(port, "/pid"), 20):
+            assert status == 200
+            seen.add(int(body))
+    assert seen == set(server.worker_pids())
+
+
+def test_tornado_app_on_a_shared_socket_bound_by_the_master(uwsgi, backend):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = uwsgi("glue.py", "--master", "--processes", "2", "--shared-socket", address, workers=2,
+                   env={"BACKEND_URL": backend.url, "SHARED_SOCKET": address})
+    wait_port(port)
+    seen = set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for status, body in parallel(lambda i: http_get(port, "/pid"), 20):
+            assert status == 200
+            seen.add(int(body))
+    assert seen == set(server.worker_pids())
+
+
+def test_a_port_in_use_is_logged_and_the_worker_keeps_serving_wsgi(uwsgi, backend):
+    import socket as socket_module
+    taken = socket_module.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
+        server.wait_log(f"cannot listen on 127.0.0.1:{port}")
+        assert http_get(server.port, "/coroutine") == (200, b"coroutine")
+    finally:
+        taken.close()
+
+
+def test_blocking_tornado_handler_can_wait_and_sleep(uwsgi, backend):
+    port = free_port()
+    server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
+    wait_port(port)
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(port, "/blocking"), 20)
+    assert results == [(200, b"services " + str(server.worker_pids()[0]).encode())] * 20
+    assert time.monotonic() - started < 1.5
