@@ -205,7 +205,7 @@ def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "")
     """One HTTP/1.0 request on a fresh connection; returns (status, body).
     Reads until the server closes, so it also proves the close."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
         data = b""
         while True:
             chunk = s.recv(65536)

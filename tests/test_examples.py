@@ -1,0 +1,95 @@
+"""Every example under examples/ starts with its documented command and does
+what its docstring says."""
+from __future__ import annotations
+
+import time
+
+import websocket
+
+from conftest import ROOT, free_port, http_get, parallel, wait_port
+
+EXAMPLES = ROOT / "examples"
+
+
+def example(name: str) -> str:
+    return str(EXAMPLES / name)
+
+
+def test_hello(uwsgi):
+    server = uwsgi(example("hello.py"))
+    assert http_get(server.port, "/") == (200, b"Hello World\n")
+
+
+def test_fetch_with_wait_and_with_the_callback_style(uwsgi):
+    server = uwsgi(example("fetch.py"))
+    assert http_get(server.port, "/") == (200, b"services")
+    assert http_get(server.port, "/callback") == (200, b"services")
+
+
+def test_chain_fetch_then_timer_both_styles_overlap(uwsgi):
+    server = uwsgi(example("chain.py"), env={"CHAIN_SECONDS": "2"})
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(server.port, "/callback" if i % 2 else "/", timeout=20), 20)
+    assert results == [(200, b"services")] * 20
+    assert 2.0 <= time.monotonic() - started < 4.0
+
+
+def test_generator(uwsgi):
+    server = uwsgi(example("generator.py"))
+    assert http_get(server.port, "/") == (200, b"onetwothree")
+
+
+def test_postfork_tornado_one_port_per_worker(uwsgi):
+    base = free_port() + 200
+    server = uwsgi(example("postfork_tornado.py"), "--master", "--processes", "2", workers=2,
+                   env={"BASE_PORT": str(base)})
+    pids = set()
+    for worker_id in (1, 2):
+        wait_port(base + worker_id)
+        status, body = http_get(base + worker_id, "/")
+        assert status == 200 and body.startswith(b"Hello, world from Tornado in pid ")
+        pids.add(int(body.split()[-1]))
+    assert pids == set(server.worker_pids())
+    assert http_get(server.port, "/")[1].startswith(b"Hello from WSGI")
+
+
+def test_shared_socket_tornado_app_in_every_worker(uwsgi):
+    address = f"127.0.0.1:{free_port()}"
+    port = int(address.split(":")[1])
+    server = uwsgi(example("shared_socket.py"), "--master", "--processes", "2", "--shared-socket", address,
+                   workers=2, env={"TORNADO_SOCKET": address})
+    wait_port(port)
+    seen = set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for status, body in parallel(lambda i: http_get(port, "/"), 20):
+            assert status == 200
+            seen.add(int(body.split()[-1]))
+    assert seen == set(server.worker_pids())
+
+
+def test_blocking_handler_waits_on_a_fetch(uwsgi, backend):
+    address = f"127.0.0.1:{free_port()}"
+    port = int(address.split(":")[1])
+    uwsgi(example("blocking_handler.py"), "--master", "--shared-socket", address,
+          env={"TORNADO_SOCKET": address, "BACKEND_URL": backend.url + "/services"})
+    wait_port(port)
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(port, "/"), 20)
+    assert results == [(200, b"tornado handler got: services")] * 20
+    assert time.monotonic() - started < 1.5  # 20 handlers sleeping 0.1 s each overlap
+
+
+def test_websocket_echo_served_by_uwsgi_and_by_tornado(uwsgi):
+    address = f"127.0.0.1:{free_port()}"
+    tornado_port = int(address.split(":")[1])
+    server = uwsgi(example("websocket_echo.py"), "--master", "--shared-socket", address,
+                   env={"TORNADO_SOCKET": address})
+    wait_port(tornado_port)
+    for port in (server.port, tornado_port):
+        status, page = http_get(port, "/")
+        assert status == 200 and b'new WebSocket(url)' in page and b'"/websocket"' in page
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/websocket", timeout=10)
+        ws.send("Hello, world")
+        assert ws.recv() in ("You said: Hello, world", b"You said: Hello, world")
+        ws.close()
