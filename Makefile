@@ -13,7 +13,7 @@ UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug tools clean distclean
+.PHONY: all plugin run test test-debug debug tools bench bench-quick clean distclean
 
 all: $(UWSGI)
 
@@ -78,6 +78,24 @@ tornado_plugin.so: $(STOCK) $(PLUGIN_FILES)
 		> $(abspath $(BUILD))/plugin-so/build.log 2>&1 || (tail -40 $(abspath $(BUILD))/plugin-so/build.log; exit 1)
 	mv $(SRC)/tornado_plugin.so $@
 
+# ---- benchmarks ----
+# build/bench/uwsgi: our engine, greenlet and gevent in one binary;
+# build/upstream/uwsgi: uWSGI's own tornado plugin (from the same sdist), for comparison
+$(BUILD)/bench/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
+	$(call build_uwsgi,$(BUILD)/bench,-O2,$(call EMBED,$(BUILD)/bench)$(COMMA)gevent)
+
+$(BUILD)/upstream/uwsgi: $(SRC)/.unpacked buildconf/tornado.ini
+	$(call build_uwsgi,$(BUILD)/upstream,-O2,tornado$(COMMA)greenlet)
+
+COMMA := ,
+BENCH_DEPS := $(UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
+
+bench: $(BENCH_DEPS)
+	$(VPY) bench/run.py --rounds 3 --seconds 4
+
+bench-quick: $(BENCH_DEPS)
+	$(VPY) bench/run.py --quick
+
 # ---- tools the tests and benchmarks drive (Debian packages) ----
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -99,7 +117,7 @@ test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
 		$(VPY) -m pytest $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
+	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
 
 distclean:
 	rm -rf $(BUILD) $(VENV) tornado_plugin.so

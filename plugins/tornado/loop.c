@@ -46,7 +46,7 @@ static const char tw_worker_py[] =
 	"            signal.set_wakeup_fd(loop._csock.fileno())\n"
 	"    loop._default_executor = None\n"
 	"\n"
-	"def worker_ioloop():\n"
+	"def worker_ioloop(use_uvloop):\n"
 	"    policy = asyncio.get_event_loop_policy()\n"
 	"    loop = getattr(getattr(policy, '_local', None), '_loop', None)\n"
 	"    if loop is not None and not loop.is_closed() and not loop.is_running():\n"
@@ -56,6 +56,9 @@ static const char tw_worker_py[] =
 	"            loop = None\n"
 	"    else:\n"
 	"        loop = None\n"
+	"    if loop is None and use_uvloop:\n"
+	"        import uvloop\n"
+	"        loop = uvloop.new_event_loop()\n"
 	"    if loop is None:\n"
 	"        loop = asyncio.new_event_loop()\n"
 	"    asyncio.set_event_loop(loop)\n"
@@ -72,7 +75,7 @@ static int tw_setup_ioloop(void) {
 	if (!code) goto end;
 	module = PyImport_ExecCodeModule("uwsgi_tornado_engine", code);
 	if (!module) goto end;
-	result = PyObject_CallMethod(module, "worker_ioloop", NULL);
+	result = PyObject_CallMethod(module, "worker_ioloop", "O", utornado.uvloop ? Py_True : Py_False);
 	if (!result) goto end;
 	if (!PyArg_ParseTuple(result, "OO", &utornado.ioloop, &utornado.aloop)) goto end;
 	Py_INCREF(utornado.ioloop);

@@ -16,6 +16,7 @@ static void tw_opt_tornado(char *opt, char *value, void *unused) {
 
 static struct uwsgi_option tw_options[] = {
 	{"tornado", required_argument, 0, "run the tornado loop engine with the specified number of async cores (needs --greenlet)", tw_opt_tornado, NULL, UWSGI_OPT_THREADS},
+	{"tornado-uvloop", no_argument, 0, "run the tornado loop engine on a uvloop event loop (when the app did not create a loop before fork)", uwsgi_opt_true, &utornado.uvloop, 0},
 	{0, 0, 0, 0, 0, 0, 0},
 };
 

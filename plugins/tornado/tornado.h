@@ -72,7 +72,7 @@ struct tw_core {
 struct uwsgi_tornado {
 	/* options */
 	int cores;
-	int verbose;
+	int uvloop;                   /* --tornado-uvloop */
 
 	/* worker state */
 	int epfd;

@@ -1,0 +1,264 @@
+"""`make bench`: the same workloads against our engine and its alternatives,
+interleaved, in one run; prints requests/second, p50/p99 latency and worker
+RSS per engine, and the ratio of ours to every other engine.
+
+    python bench/run.py [--quick] [--rounds N] [--seconds S]
+
+Writes bench/results/latest.json and bench/results/latest.png. Every server
+listens on 127.0.0.1 and is stopped by PID; every load run is bounded by wrk's
+duration.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "bench" / "apps"
+RESULTS = ROOT / "bench" / "results"
+VENV = ROOT / ".venv"
+PY = str(VENV / "bin" / "python")
+BENCH_UWSGI = str(ROOT / "build" / "bench" / "uwsgi")
+UPSTREAM_UWSGI = str(ROOT / "build" / "upstream" / "uwsgi")
+
+# engine -> (binary, options, ENGINE for the app); None binary = pure Tornado
+ENGINES = {
+    "ours": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet"], "tornado"),
+    "ours+uvloop": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet", "--tornado-uvloop"], "tornado"),
+    "upstream-tornado": (UPSTREAM_UWSGI, ["--tornado", "{cores}", "--greenlet"], "upstream"),
+    "gevent": (BENCH_UWSGI, ["--gevent", "{cores}"], "gevent"),
+    "async+greenlet": (BENCH_UWSGI, ["--async", "{cores}", "--greenlet"], "async"),
+    "async+ugreen": (BENCH_UWSGI, ["--async", "{cores}", "--ugreen"], "ugreen"),
+    "sync": (BENCH_UWSGI, [], "sync"),
+    "tornado-httpserver": (None, [], "tornado"),
+}
+
+# workload -> (path, wrk connections, uWSGI socket option, cores, engines that can run it)
+WAITING = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "async+greenlet", "async+ugreen", "tornado-httpserver"}
+WORKLOADS = {
+    "hello": ("/hello", 50, "--http-socket", 100, set(ENGINES)),
+    "c10k": ("/wait", 10000, "--http-socket", 10000, WAITING),
+    "proxy": ("/proxy", 50, "--http-socket", 100, {"ours", "ours+uvloop", "upstream-tornado", "tornado-httpserver"}),
+    "1mib": ("/mib", 50, "--http-socket", 100, set(ENGINES)),
+    "keepalive": ("/ka", 50, "--http11-socket", 100, set(ENGINES)),
+    "c10k-keepalive": ("/wait?ka", 10000, "--http11-socket", 10000, WAITING),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Server:
+    def __init__(self, engine: str, workload: str, backend_url: str):
+        binary, options, app_engine = ENGINES[engine]
+        path, connections, socket_opt, cores, _ = WORKLOADS[workload]
+        self.port = free_port()
+        env = dict(os.environ, ENGINE=app_engine, BACKEND_URL=backend_url, PYTHONPATH=str(ROOT))
+        self.log = open(RESULTS / f"server-{engine}.log.tmp", "wb")
+        if binary is None:
+            args = [PY, str(APPS / "tornado_bench.py"), str(self.port)]
+        else:
+            args = [binary, socket_opt, f"127.0.0.1:{self.port}", "--wsgi-file", str(APPS / "wsgi_bench.py"),
+                    "--virtualenv", str(VENV), "--disable-logging", "--listen", "4096",
+                    "--max-fd", "20000", "--socket-timeout", "30"]
+            args += [o.format(cores=cores) for o in options]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        wait_port(self.port)
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def parse_wrk(out: str) -> dict:
+    def latency_ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        # with Connection: close wrk counts the close as a read "error": ignore those
+        errors = int(m.group(1)) + int(m.group(3)) + int(m.group(4))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {"rps": rps, "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"), "errors": errors}
+
+
+def run_one(engine: str, workload: str, seconds: int, backend_url: str) -> dict:
+    path, connections, _, _, _ = WORKLOADS[workload]
+    server = Server(engine, workload, backend_url)
+    try:
+        url = f"http://127.0.0.1:{server.port}{path}"
+        threads = 2 if connections > 1000 else 1
+        if connections > 1000:  # ramp the connections up first: the kernel backlog is 4096
+            subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", "-d1s", "--timeout", "10s", url],
+                           capture_output=True, timeout=60)
+        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                              "--latency", url], capture_output=True, text=True, timeout=seconds + 60).stdout
+        result = parse_wrk(out)
+        pid = server.proc.pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children")
+        worker = int(kids.read_text().split()[0]) if kids.exists() and kids.read_text().split() else pid
+        result["rss_kib"] = rss_kib(worker)
+        return result
+    except Exception as exc:  # noqa: BLE001 - a broken engine is a result, not the end of the run
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1, "rss_kib": 0,
+                "failure": repr(exc)}
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="one short round of hello, keepalive and c10k")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    args = parser.parse_args()
+    rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
+    workloads = ["hello", "keepalive", "c10k"] if args.quick else list(WORKLOADS)
+    engines = [e for e in ENGINES if ENGINES[e][0] is None or Path(ENGINES[e][0]).exists()]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    backend_port = free_port()
+    backend = subprocess.Popen([PY, str(APPS / "backend.py"), str(backend_port)], cwd=str(ROOT))
+    wait_port(backend_port)
+    backend_url = f"http://127.0.0.1:{backend_port}/"
+    started = time.monotonic()
+    samples: dict[str, dict[str, list[dict]]] = {w: {e: [] for e in engines} for w in workloads}
+    try:
+        for r in range(rounds):  # interleaved: every engine once per round
+            for workload in workloads:
+                for engine in engines:
+                    if engine not in WORKLOADS[workload][4]:
+                        continue
+                    result = run_one(engine, workload, seconds, backend_url)
+                    samples[workload][engine].append(result)
+                    print(f"round {r + 1} {workload:9} {engine:18} {result['rps']:10.0f} req/s"
+                          f"{'  ' + result['failure'] if 'failure' in result else ''}", flush=True)
+    finally:
+        backend.send_signal(signal.SIGINT)
+        backend.wait(10)
+
+    table = summarize(samples)
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+                   f"{platform.python_version()}, Linux {platform.release()}",
+        "rounds": rounds, "seconds": seconds, "duration_s": round(time.monotonic() - started),
+        "note": "median of the rounds; hello/c10k/proxy/1mib on --http-socket (the app sends Connection: close), "
+                "keepalive and c10k-keepalive on --http11-socket; pure Tornado keeps connections alive only in "
+                "those two; c10k: 10,000 connections each waiting 1 s in the app, --tornado/--gevent/--async 10000",
+        "results": table,
+    }
+    name = "quick" if args.quick else "latest"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
+    print_table(report)
+    chart(report, RESULTS / f"{name}.png")
+    for tmp in RESULTS.glob("*.tmp"):
+        tmp.unlink()
+    return 0
+
+
+def summarize(samples: dict) -> dict:
+    table: dict[str, dict[str, dict]] = {}
+    for workload, per_engine in samples.items():
+        table[workload] = {}
+        for engine, runs in per_engine.items():
+            if not runs:
+                continue
+            table[workload][engine] = {
+                key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms", "rss_kib")
+            }
+            table[workload][engine]["errors"] = sum(r["errors"] for r in runs)
+        ours = table[workload].get("ours", {}).get("rps", 0)
+        for engine, row in table[workload].items():
+            row["ours_ratio"] = round(ours / row["rps"], 2) if row["rps"] else None
+    return table
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['date']} - {report['machine']} - median of {report['rounds']} round(s) of {report['seconds']} s")
+    for workload, rows in report["results"].items():
+        print(f"\n{workload}")
+        print(f"  {'engine':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS KiB':>9} {'errors':>7} {'ours/x':>7}")
+        for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
+            ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
+            print(f"  {engine:18} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
+                  f"{row['rss_kib']:9.0f} {row['errors']:7d} {ratio:>7}")
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(report["results"])
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        rows = sorted(report["results"][workload].items(), key=lambda kv: -kv[1]["rps"])
+        names = [e for e, _ in rows]
+        ax.barh(names, [r["rps"] for _, r in rows], color=["tab:red" if n.startswith("ours") else "tab:gray" for n in names])
+        ax.invert_yaxis()
+        ax.set_title(workload)
+        ax.set_xlabel("requests/s")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"make bench, {report['date']}, {report['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
