@@ -181,7 +181,8 @@ static PyObject *tw_periodic(PyObject *self, PyObject *unused) {
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
 	if (!utornado.stopping) {
 		PyObject *one = PyFloat_FromDouble(1.0);
-		PyObject *h = one ? tw_loop_call(utornado.call_later, one, self) : NULL;
+		/* self is NULL here (a module-less C function): re-arm with our own reference */
+		PyObject *h = one ? tw_loop_call(utornado.call_later, one, utornado.periodic) : NULL;
 		if (!h) PyErr_Print();
 		Py_XDECREF(h);
 		Py_XDECREF(one);
@@ -212,9 +213,8 @@ void tw_signals_init(void) {
 	signal(SIGTERM, tw_unix_signal);
 	signal(SIGWINCH, tw_unix_signal);
 
-	PyObject *periodic = PyCFunction_New(&tw_periodic_def, NULL);
-	if (!periodic) uwsgi_pyexit;
-	PyObject *h = tw_periodic(periodic, NULL);
+	utornado.periodic = PyCFunction_New(&tw_periodic_def, NULL);
+	if (!utornado.periodic) uwsgi_pyexit;
+	PyObject *h = tw_periodic(NULL, NULL);
 	Py_XDECREF(h);
-	utornado.periodic = periodic;
 }

@@ -1,0 +1,1 @@
+"""The polls app of the Django tutorial."""
