@@ -197,7 +197,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
                    f"{platform.python_version()}, Linux {platform.release()}",
         "rounds": rounds, "seconds": seconds, "duration_s": round(time.monotonic() - started),
-        "note": "median of the rounds; hello/c10k/proxy/1mib on --http-socket (the app sends Connection: close), "
+        "note": "hello/c10k/proxy/1mib on --http-socket (the app sends Connection: close), "
                 "keepalive and c10k-keepalive on --http11-socket; pure Tornado keeps connections alive only in "
                 "those two; c10k: 10,000 connections each waiting 1 s in the app, --tornado/--gevent/--async 10000",
         "results": table,
@@ -206,6 +206,8 @@ def main() -> int:
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     print_table(report)
     chart(report, RESULTS / f"{name}.png")
+    if not args.quick:
+        update_readme(report)
     for tmp in RESULTS.glob("*.tmp"):
         tmp.unlink()
     return 0
@@ -224,7 +226,9 @@ def summarize(samples: dict) -> dict:
             table[workload][engine]["errors"] = sum(r["errors"] for r in runs)
         ours = table[workload].get("ours", {}).get("rps", 0)
         for engine, row in table[workload].items():
-            row["ours_ratio"] = round(ours / row["rps"], 2) if row["rps"] else None
+            # an engine that failed the workload (errors, < 1 req/s) has no meaningful ratio
+            served = row["rps"] >= 1 and row["errors"] <= row["rps"]
+            row["ours_ratio"] = round(ours / row["rps"], 2) if served else None
     return table
 
 
@@ -237,6 +241,25 @@ def print_table(report: dict) -> None:
             ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
             print(f"  {engine:18} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
                   f"{row['rss_kib']:9.0f} {row['errors']:7d} {ratio:>7}")
+
+
+def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
+    """Put the table between the bench markers of README.rst."""
+    lines = [f"Measured {report['date']} on {report['machine']}: median of {report['rounds']} interleaved "
+             f"rounds of {report['seconds']} s (``wrk``); {report['note']}. ``ours/x`` is our requests/second "
+             "divided by that engine's, in the same run; ``-``: the engine failed the workload.", ""]
+    for workload, rows in report["results"].items():
+        lines += [f".. csv-table:: {workload}", "   :header: engine, req/s, p50 ms, p99 ms, worker RSS KiB, errors, ours/x", ""]
+        for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
+            ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
+            lines.append(f"   {engine}, {row['rps']:.0f}, {row['p50_ms']:.2f}, {row['p99_ms']:.2f}, "
+                         f"{row['rss_kib']:.0f}, {row['errors']}, {ratio}")
+        lines.append("")
+    text = readme.read_text()
+    start, end = ".. bench-table-start", ".. bench-table-end"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(head + start + "\n\n" + "\n".join(lines) + "\n" + end + tail)
 
 
 def chart(report: dict, path: Path) -> None:

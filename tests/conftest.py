@@ -235,3 +235,16 @@ def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[o
     for t in threads:
         t.join(timeout)
     return results
+
+
+def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> set[int]:
+    """Send rounds of 20 concurrent requests until `expected` different PIDs
+    answered (the PID is the last word of each body) or `timeout` passes."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    wait_port(port)
+    while len(seen) < expected and time.monotonic() < deadline:
+        for result in parallel(lambda i: http_get(port, path), 20):
+            assert isinstance(result, tuple) and result[0] == 200, result
+            seen.add(int(result[1].split()[-1]))
+    return seen

@@ -37,3 +37,14 @@ def test_tornado_plugin_so_loads_into_a_stock_uwsgi_with_plugin(uwsgi):
     assert all(status == 200 and float(body) >= 0.45 for status, body in sleeps), sleeps
     results = parallel(lambda i: http_get(server.port, "/generator"), 10)
     assert results == [(200, b"onetwothree")] * 10
+
+
+def test_the_glue_package_builds_a_wheel_with_pip(tmp_path):
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    wheels = list(tmp_path.glob("uwsgidecorators_ext-*.whl"))
+    assert len(wheels) == 1
+    import zipfile
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert "uwsgidecorators_ext/core.py" in names and "uwsgidecorators_ext/serve.py" in names

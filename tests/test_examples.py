@@ -6,7 +6,7 @@ import time
 
 import websocket
 
-from conftest import ROOT, free_port, http_get, parallel, wait_port
+from conftest import ROOT, answering_pids, free_port, http_get, parallel, wait_port
 
 EXAMPLES = ROOT / "examples"
 
@@ -58,14 +58,7 @@ def test_shared_socket_tornado_app_in_every_worker(uwsgi):
     port = int(address.split(":")[1])
     server = uwsgi(example("shared_socket.py"), "--master", "--processes", "2", "--shared-socket", address,
                    workers=2, env={"TORNADO_SOCKET": address})
-    wait_port(port)
-    seen = set()
-    deadline = time.monotonic() + 10
-    while len(seen) < 2 and time.monotonic() < deadline:
-        for status, body in parallel(lambda i: http_get(port, "/"), 20):
-            assert status == 200
-            seen.add(int(body.split()[-1]))
-    assert seen == set(server.worker_pids())
+    assert answering_pids(port, "/", 2) == set(server.worker_pids())
 
 
 def test_blocking_handler_waits_on_a_fetch(uwsgi, backend):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import free_port, http_get, parallel, wait_port
+from conftest import answering_pids, free_port, http_get, parallel, wait_port
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -106,14 +106,7 @@ def test_tornado_app_on_one_reuseport_port_in_every_worker(uwsgi, backend):
     port = free_port()
     server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
                    env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
-    wait_port(port)
-    seen = set()
-    deadline = time.monotonic() + 10
-    while len(seen) < 2 and time.monotonic() < deadline:
-        for status, body in parallel(lambda i: http_get(port, "/pid"), 20):
-            assert status == 200
-            seen.add(int(body))
-    assert seen == set(server.worker_pids())
+    assert answering_pids(port, "/pid", 2) == set(server.worker_pids())
 
 
 def test_tornado_app_on_a_shared_socket_bound_by_the_master(uwsgi, backend):
@@ -121,14 +114,7 @@ def test_tornado_app_on_a_shared_socket_bound_by_the_master(uwsgi, backend):
     address = f"127.0.0.1:{port}"
     server = uwsgi("glue.py", "--master", "--processes", "2", "--shared-socket", address, workers=2,
                    env={"BACKEND_URL": backend.url, "SHARED_SOCKET": address})
-    wait_port(port)
-    seen = set()
-    deadline = time.monotonic() + 10
-    while len(seen) < 2 and time.monotonic() < deadline:
-        for status, body in parallel(lambda i: http_get(port, "/pid"), 20):
-            assert status == 200
-            seen.add(int(body))
-    assert seen == set(server.worker_pids())
+    assert answering_pids(port, "/pid", 2) == set(server.worker_pids())
 
 
 def test_a_port_in_use_is_logged_and_the_worker_keeps_serving_wsgi(uwsgi, backend):

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import free_port, http_get, parallel, wait_port
 
 
@@ -157,17 +159,32 @@ def test_reload_on_rss_recycles_the_worker_without_failing_requests(uwsgi):
     assert http_get(server.port, "/pid")[1] != first
 
 
+def test_max_worker_lifetime_retires_the_worker_through_the_drain(uwsgi):
+    server = uwsgi("lifecycle.py", "--master", "--max-worker-lifetime", "2")
+    first = set(server.worker_pids())
+    load = Load(server.port, threads=3)
+    server.wait_log("lifetime reached", timeout=20)
+    server.wait_log("tornado loop engine ready on worker", count=2)
+    time.sleep(0.5)
+    load.stop()
+    assert load.failures == []
+    assert set(load.per_pid) - first  # the new worker answered too
+    assert "NO MERCY" not in server.log()
+
+
 # ---- shutdown ----
 
-def test_sigint_stops_the_server_within_2_seconds_and_runs_atexit(uwsgi, tmp_path):
+@pytest.mark.parametrize("signum,extra", [(signal.SIGINT, ()), (signal.SIGQUIT, ()),
+                                          (signal.SIGTERM, ("--die-on-term",))])
+def test_shutdown_signal_stops_the_server_within_2_seconds_and_runs_atexit(uwsgi, tmp_path, signum, extra):
     atexit_file = tmp_path / "atexit"
-    server = uwsgi("lifecycle.py", "--master", env={"ATEXIT_FILE": str(atexit_file)})
+    server = uwsgi("lifecycle.py", "--master", *extra, env={"ATEXIT_FILE": str(atexit_file)})
     worker = server.worker_pids()[0]
     threading.Thread(target=parallel, args=(lambda i: http_get(server.port, "/slow?s=10", timeout=15), 10),
                      daemon=True).start()
     time.sleep(0.5)
     started = time.monotonic()
-    os.kill(server.pid, signal.SIGINT)
+    os.kill(server.pid, signum)
     server.proc.wait(10)
     assert time.monotonic() - started < 2.0
     assert atexit_file.read_text().split() == ["atexit", str(worker)]
