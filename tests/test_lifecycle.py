@@ -160,7 +160,7 @@ def test_reload_on_rss_recycles_the_worker_without_failing_requests(uwsgi):
 
 
 def test_max_worker_lifetime_retires_the_worker_through_the_drain(uwsgi):
-    server = uwsgi("lifecycle.py", "--master", "--max-worker-lifetime", "2")
+    server = uwsgi("lifecycle.py", "--master", "--max-worker-lifetime", "2", "--min-worker-lifetime", "1")
     first = set(server.worker_pids())
     load = Load(server.port, threads=3)
     server.wait_log("lifetime reached", timeout=20)

@@ -26,7 +26,7 @@ def test_rss_grows_less_than_1_mib_over_100000_requests(uwsgi, socket_opt):
     server = uwsgi("basic.py", socket_opt=socket_opt)
     pid = server.worker_pids()[0]
     url = server.url + "/close" if socket_opt == "--http-socket" else server.url + "/"
-    wrk(url, 3)  # warm up: caches, free lists and arenas reach their size
+    wrk(url, 8)  # warm up (~250k requests): caches, free lists and malloc arenas reach their size
     before = rss_kib(pid)
     served = 0
     for _ in range(20):  # bounded: at most 20 rounds of 5 s
