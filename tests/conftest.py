@@ -232,8 +232,9 @@ def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[o
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout  # one bound for the whole batch
     for t in threads:
-        t.join(timeout)
+        t.join(max(0.0, deadline - time.monotonic()))
     return results
 
 

@@ -346,6 +346,7 @@ void tw_loop(void) {
 	}
 
 	if (tw_greenlet_import()) uwsgi_pyexit;
+	tw_asan_mark_stack_top();
 	utornado.hub = tw_greenlet_current();
 	utornado.str_gr_context = PyUnicode_InternFromString("gr_context");
 	utornado.str_switch = PyUnicode_InternFromString("switch");

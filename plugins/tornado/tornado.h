@@ -121,6 +121,7 @@ PyObject *tw_greenlet_current(void);
 PyObject *tw_greenlet_new(PyObject *run, PyObject *parent);
 PyObject *tw_greenlet_switch(PyObject *greenlet);
 int tw_greenlet_dead(PyObject *greenlet);
+void tw_asan_mark_stack_top(void);
 
 /* event.c */
 int tw_event_init(void);
