@@ -408,8 +408,10 @@ int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t t
 	c->woken_by = -1;
 	c->wsgi_req->async_timed_out = 0;
 
-	if (fd0 >= 0 && watch_core_fd(c, 0, fd0, events)) goto err;
-	if (fd1 >= 0 && watch_core_fd(c, 1, fd1, events)) goto err;
+	if ((fd0 >= 0 && watch_core_fd(c, 0, fd0, events)) || (fd1 >= 0 && watch_core_fd(c, 1, fd1, events))) {
+		uwsgi_error("[tornado] watching an fd for a wait");
+		goto end;
+	}
 	if (timeout_ms > 0) {
 		tw_timer_start(c, tw_now_ns() + (uint64_t) timeout_ms * 1000000ULL);
 	}
@@ -417,11 +419,10 @@ int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t t
 		tw_resume_soon(c);
 	}
 
-	if (tw_suspend(c)) goto err;
+	if (tw_suspend(c)) goto end;   /* an exception was thrown in: left set for the caller */
 	ret = c->timed_out ? 0 : 1;
 	if (c->timed_out) c->wsgi_req->async_timed_out = 1;
-err:
-	if (ret < 0 && errno && !PyErr_Occurred()) uwsgi_error("[tornado] wait");
+end:
 	unwatch_core_fds(c);
 	tw_timer_stop(c);
 	c->gen++;
