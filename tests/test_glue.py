@@ -131,6 +131,13 @@ def test_a_port_in_use_is_logged_and_the_worker_keeps_serving_wsgi(uwsgi, backen
         taken.close()
 
 
+def test_a_bad_fd_is_logged_and_the_worker_keeps_serving_wsgi(uwsgi, backend):
+    server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "SERVE_FD": "987"})
+    server.wait_log("unable to serve on fd 987")
+    server.wait_log("fd 987 is not a socket this process inherited")
+    assert http_get(server.port, "/coroutine") == (200, b"coroutine")
+
+
 def test_blocking_tornado_handler_can_wait_and_sleep(uwsgi, backend):
     port = free_port()
     server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})

@@ -14,7 +14,7 @@ from tornado.concurrent import Future as TornadoFuture
 from tornado.httpclient import AsyncHTTPClient
 
 from uwsgidecorators_ext import (blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
-                                 serve_shared_socket, sleep, wait)
+                                 serve_fd, serve_shared_socket, sleep, wait)
 
 BACKEND = os.environ.get("BACKEND_URL", "")
 ECHO_PORT = int(os.environ.get("ECHO_PORT", "0"))
@@ -46,6 +46,8 @@ if os.environ.get("PER_WORKER_PORT"):
     serve_per_worker(tornado_app, int(os.environ["PER_WORKER_PORT"]))
 if os.environ.get("REUSEPORT_PORT"):
     serve_reuseport(tornado_app, int(os.environ["REUSEPORT_PORT"]))
+if os.environ.get("SERVE_FD"):
+    serve_fd(tornado_app, int(os.environ["SERVE_FD"]))
 if os.environ.get("SHARED_SOCKET"):
     serve_shared_socket(tornado_app, os.environ["SHARED_SOCKET"])
 
