@@ -107,12 +107,16 @@ static PyObject *tw_core_greenlet(struct tw_core *c) {
 	return gl;
 }
 
-static void tw_core_free(struct tw_core *c) {
-	struct wsgi_request *wsgi_req = c->wsgi_req;
-	c->busy = 0;
-	utornado.busy--;
+/* Give a wsgi_req back to uWSGI's free list (find_first_available_wsgi_req). */
+static void tw_put_wsgi_req(struct wsgi_request *wsgi_req) {
 	uwsgi.async_queue_unused_ptr++;
 	uwsgi.async_queue_unused[uwsgi.async_queue_unused_ptr] = wsgi_req;
+}
+
+static void tw_core_free(struct tw_core *c) {
+	c->busy = 0;
+	utornado.busy--;
+	tw_put_wsgi_req(c->wsgi_req);
 	tw_core_released();
 }
 
@@ -265,8 +269,7 @@ void tw_on_listen_event(uint32_t index) {
 		wsgi_req_setup(wsgi_req, wsgi_req->async_id, sock);
 		if (wsgi_req_simple_accept(wsgi_req, sock->fd)) {
 			/* EAGAIN (another worker was faster) or a real error */
-			uwsgi.async_queue_unused_ptr++;
-			uwsgi.async_queue_unused[uwsgi.async_queue_unused_ptr] = wsgi_req;
+			tw_put_wsgi_req(wsgi_req);
 			return;
 		}
 		uwsgi.workers[uwsgi.mywid].cores[wsgi_req->async_id].in_request = 1;
