@@ -70,6 +70,36 @@ def test_wait_outside_a_request_greenlet_raises_a_clear_runtimeerror(glue, where
     assert status == 200 and b"can only wait inside a request" in body
 
 
+def test_wait_closes_a_coroutine_it_refuses_to_run(glue):
+    # refused at import time (in the master), in a thread, in a loop callback
+    # and for a timeout that is no number: each coroutine is closed, not left
+    # for the collector to report as never awaited
+    for where in ("import-time", "thread", "callback"):
+        assert b"can only wait inside a request" in http_get(glue.port, f"/{where}")[1]
+    assert http_get(glue.port, "/bad-timeout") == (
+        200, b"wait() timeout must be a number of seconds or None, not 'soon'")
+    assert http_get(glue.port, "/coroutine") == (200, b"coroutine")
+    assert "never awaited" not in glue.log()
+
+
+def test_no_deprecationwarning_from_the_engine_or_the_glue(uwsgi, backend, echo_server):
+    # PYTHONWARNINGS is the embedded interpreter's -W: a DeprecationWarning
+    # fails the worker's start, the request or the Tornado handler it comes from
+    port = free_port()
+    server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
+                   env={"BACKEND_URL": backend.url, "ECHO_PORT": str(echo_server), "REUSEPORT_PORT": str(port),
+                        "PRE_FORK_LOOP": "1", "PYTHONWARNINGS": "error::DeprecationWarning"})
+    assert http_get(server.port, "/warnoptions") == (200, b"error::DeprecationWarning")
+    assert http_get(server.port, "/pre-fork-loop") == (200, b"same")
+    for kind in ("coroutine", "task", "asyncio-future", "tornado-future", "concurrent-future", "sleep",
+                 "executor", "timeout", "nested"):
+        assert http_get(server.port, f"/{kind}")[0] == 200, kind
+    wait_port(port)
+    status, body = http_get(port, "/blocking")
+    assert status == 200 and body.startswith(b"services "), body
+    assert "Warning" not in server.log()
+
+
 def test_100_requests_awaiting_a_1_second_fetch_finish_in_about_a_second(glue):
     started = time.monotonic()
     results = parallel(lambda i: http_get(glue.port, "/fetch?s=1", timeout=30), 100)

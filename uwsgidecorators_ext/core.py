@@ -76,7 +76,8 @@ def wait(awaitable: Waitable[T], timeout: float | None = None) -> T:
     ``awaitable`` is a Tornado or asyncio Future, a Task, a coroutine, or a
     ``concurrent.futures.Future``. With ``timeout`` (seconds), raise
     ``TimeoutError`` when it passes and cancel what was waited for.
-    Outside a request greenlet, raise ``RuntimeError``.
+    Outside a request greenlet, raise ``RuntimeError``. A coroutine that
+    ``wait`` refuses (outside a request, a wrong ``timeout``) is closed.
 
     Example::
 
@@ -88,9 +89,18 @@ def wait(awaitable: Waitable[T], timeout: float | None = None) -> T:
             value = wait(lookup("k"), timeout=2)
             ...
     """
-    hub = _hub()
-    loop = _running_loop()
-    future = _as_future(awaitable, loop)
+    try:
+        hub = _hub()
+        loop = _running_loop()
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"wait() timeout must be a number of seconds or None, not {timeout!r}")
+        future = _as_future(awaitable, loop)
+    except BaseException:
+        # refused before anything runs it: a coroutine never awaited would
+        # only be reported ("coroutine ... was never awaited") when collected
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise
     if future.done():
         return future.result()
     me = greenlet.getcurrent()

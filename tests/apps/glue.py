@@ -3,6 +3,7 @@ timeouts, cancellation, exceptions, misuse, and Tornado apps in every worker."""
 import asyncio
 import concurrent.futures
 import os
+import sys
 import threading
 import time
 import traceback
@@ -12,6 +13,7 @@ import greenlet
 import tornado.web
 from tornado.concurrent import Future as TornadoFuture
 from tornado.httpclient import AsyncHTTPClient
+from tornado.ioloop import IOLoop
 
 from uwsgidecorators_ext import (blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
                                  serve_fd, serve_shared_socket, sleep, wait)
@@ -39,6 +41,13 @@ class BlockingFetch(tornado.web.RequestHandler):
         body = wait(AsyncHTTPClient().fetch(BACKEND + "/services")).body
         self.write(body + b" " + str(os.getpid()).encode())
 
+
+# a loop made in the master before fork, in a way no CPython warns about,
+# as a preloaded app may: every worker must run this very IOLoop
+PRE_FORK_LOOP = None
+if os.environ.get("PRE_FORK_LOOP"):
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    PRE_FORK_LOOP = IOLoop.current()
 
 AsyncHTTPClient.configure(None, max_clients=500)
 tornado_app = tornado.web.Application([(r"/pid", Pid), (r"/blocking", BlockingFetch)])
@@ -160,6 +169,15 @@ def run(kind, q):
                 out.set_result(str(exc).encode())
         loop.call_soon(in_callback)
         return wait(out)
+    if kind == "warnoptions":
+        return " ".join(sys.warnoptions).encode()
+    if kind == "pre-fork-loop":
+        return b"same" if ioloop() is PRE_FORK_LOOP else b"other"
+    if kind == "bad-timeout":
+        try:
+            wait(asyncio.sleep(0), timeout="soon")
+        except TypeError as exc:
+            return str(exc).encode()
     return b"unknown kind"
 
 
