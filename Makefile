@@ -2,9 +2,9 @@
 # Every version comes from requirements.txt.
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 VPY := $(VENV)/bin/python
-BUILD := build
+BUILD ?= build
 UWSGI_VERSION := $(shell sed -n 's/^uwsgi==//p' requirements.txt)
 SDIST := $(BUILD)/uwsgi-$(UWSGI_VERSION).tar.gz
 SRC := $(BUILD)/uwsgi-$(UWSGI_VERSION)
@@ -12,15 +12,21 @@ PLUGIN_FILES := $(wildcard plugins/tornado/*.c plugins/tornado/*.h) plugins/torn
 UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
+TESTS ?= tests
+# tornado_plugin.so; a build for another Python (make test PY=...) puts it in its BUILD
+PLUGIN_SO ?= tornado_plugin.so
+# sections of requirements.txt ("# [name]") left out of the venv, e.g. SKIP_REQ=benchmarks
+SKIP_REQ ?=
 
-.PHONY: all plugin run test test-debug debug tools bench bench-quick clean distclean
+.PHONY: all plugin run test test-debug test-matrix matrix-tools debug tools bench bench-quick clean distclean
 
 all: $(UWSGI)
 
 # ---- Python environment ----
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	grep -v '^uwsgi==' requirements.txt > $(BUILD).requirements.tmp
+	awk -v skip=" $(SKIP_REQ) " '/^# \[/ { section = substr($$2, 2, length($$2) - 2) } \
+		!/^uwsgi==/ && index(skip, " " section " ") == 0' requirements.txt > $(BUILD).requirements.tmp
 	$(VPY) -m pip install --disable-pip-version-check -q -r $(BUILD).requirements.tmp
 	rm -f $(BUILD).requirements.tmp
 	touch $@
@@ -69,9 +75,9 @@ STOCK := $(BUILD)/stock/uwsgi
 $(STOCK): $(SRC)/.unpacked buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/stock,-O2,greenlet)
 
-plugin: tornado_plugin.so
+plugin: $(PLUGIN_SO)
 
-tornado_plugin.so: $(STOCK) $(PLUGIN_FILES)
+$(PLUGIN_SO): $(STOCK) $(PLUGIN_FILES)
 	rm -rf $(BUILD)/plugin-so && mkdir -p $(BUILD)/plugin-so && cp -r plugins/tornado $(BUILD)/plugin-so/
 	cd $(SRC) && PYTHON=$(abspath $(VPY)) CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER)" \
 		$(abspath $(STOCK)) --build-plugin "$(abspath $(BUILD))/plugin-so/tornado tornado" \
@@ -100,26 +106,49 @@ bench-quick: $(BENCH_DEPS)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
+# the Debian roots of make test-matrix / make test PY=...
+matrix-tools:
+	command -v debootstrap >/dev/null || (apt-get update -qq && apt-get install -y -qq debootstrap)
+
 # ---- run ----
 run: $(UWSGI)
 	$(UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
 
 # ---- tests ----
-test: $(UWSGI) tornado_plugin.so tools
-	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) tests
+# `make test PY=3.13`: the suite on another CPython, in its Debian root (matrix/run.py)
+ifneq ($(PY),)
+HOST_PY := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+endif
+
+ifneq ($(filter-out $(HOST_PY),$(PY)),)
+test: matrix-tools
+	$(PYTHON) matrix/run.py --pytest-args "$(PYTEST_ARGS)" $(PY)
+else
+# the plugin .so (and the stock uWSGI it is built with) only when tests/test_build.py runs
+test: $(UWSGI) $(if $(filter tests tests/ tests/test_build.py,$(TESTS)),$(PLUGIN_SO)) tools
+	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
+		$(VPY) -m pytest $(PYTEST_ARGS) $(TESTS)
+endif
+
+# every supported CPython (README: Supported versions, rewritten here)
+test-matrix: matrix-tools
+	$(PYTHON) matrix/run.py --matrix --readme --pytest-args "$(PYTEST_ARGS)"
 
 # ASan options: the interpreter's own allocations are not leaks we can fix;
 # greenlet copies stack slices with memcpy, which ASan's memcpy check
 # (replace_intrin) reports as stack underflows: our code stays instrumented;
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
-test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
-	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
+test-debug: $(UWSGI_DEBUG) $(PLUGIN_SO) tools
+	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
+		UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
 		$(VPY) -m pytest $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
+	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so $(PLUGIN_SO) $(UWSGI)
 
+# never while a Debian root of the matrix has something mounted (the repository, bind-mounted)
 distclean:
+	! grep -q " $(abspath $(BUILD))/roots/" /proc/self/mounts || (echo "a matrix root is in use: not removing $(BUILD)"; exit 1)
 	rm -rf $(BUILD) $(VENV) tornado_plugin.so

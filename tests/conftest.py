@@ -18,7 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
-UWSGI = os.environ.get("UWSGI_BIN", str(ROOT / ".venv" / "bin" / "uwsgi"))
+# the venv the Makefile built (make test passes its own: .venv, or build/py3.X/venv in a root)
+VENV = Path(os.environ.get("UWSGI_VENV", str(ROOT / ".venv")))
+UWSGI = os.environ.get("UWSGI_BIN", str(VENV / "bin" / "uwsgi"))
 
 
 def free_port() -> int:
@@ -116,7 +118,7 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
               env: dict[str, str] | None = None, binary: str = UWSGI) -> Server:
         port = free_port()
         extra_list = list(extra)
-        args = [binary] + (["--need-app"] if app else []) + ["--virtualenv", str(ROOT / ".venv")]
+        args = [binary] + (["--need-app"] if app else []) + ["--virtualenv", str(VENV)]
         while "--plugin" in extra_list:  # plugins load before the options they add
             i = extra_list.index("--plugin")
             args += extra_list[i:i + 2]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import ROOT, http_get, parallel
+from conftest import ROOT, VENV, http_get, parallel
 
 STOCK = os.environ.get("STOCK_UWSGI", str(ROOT / "build" / "stock" / "uwsgi"))
-PLUGIN = str(ROOT / "tornado_plugin.so")
+PLUGIN = os.environ.get("PLUGIN_SO_PATH", str(ROOT / "tornado_plugin.so"))
+# make's targets for this venv and plugin (make test passes its variables down in MAKEFLAGS)
+UWSGI_TARGET = os.path.relpath(VENV / "bin" / "uwsgi", ROOT)
+PLUGIN_TARGET = os.path.relpath(PLUGIN, ROOT)
 
 
 def make_question(*args: str) -> int:
@@ -17,12 +20,12 @@ def make_question(*args: str) -> int:
 
 
 def test_make_with_nothing_changed_rebuilds_nothing():
-    assert make_question(".venv/bin/uwsgi", "tornado_plugin.so") == 0
+    assert make_question(UWSGI_TARGET, PLUGIN_TARGET) == 0
 
 
 def test_make_rebuilds_after_a_plugin_source_changes():
-    assert make_question("-W", "plugins/tornado/event.c", ".venv/bin/uwsgi") == 1
-    assert make_question("-W", "plugins/tornado/tornado.h", "tornado_plugin.so") == 1
+    assert make_question("-W", "plugins/tornado/event.c", UWSGI_TARGET) == 1
+    assert make_question("-W", "plugins/tornado/tornado.h", PLUGIN_TARGET) == 1
 
 
 def test_stock_uwsgi_does_not_know_the_tornado_option():
@@ -40,7 +43,7 @@ def test_tornado_plugin_so_loads_into_a_stock_uwsgi_with_plugin(uwsgi):
 
 
 def test_the_glue_package_builds_a_wheel_with_pip(tmp_path):
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
+    proc = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q",
                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     wheels = list(tmp_path.glob("uwsgidecorators_ext-*.whl"))

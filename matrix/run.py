@@ -1,0 +1,290 @@
+"""The test suite on every supported CPython: ``make test-matrix``, ``make test PY=3.13``.
+
+The host's interpreter serves its own version; every other version runs in a
+minimal Debian root made with ``debootstrap`` under ``build/roots/<suite>``,
+made once and reused while its recipe (suite, mirror, packages) is unchanged.
+Inside a root the repository is bind-mounted (matrix/inroot.sh) and each
+Python gets its own venv and uWSGI build under ``build/py<version>/``: nothing
+of the host's ``.venv`` or ``build/release`` is used there.
+
+Usage::
+
+    python3 matrix/run.py 3.13                 # the whole suite on 3.13
+    python3 matrix/run.py --matrix --readme    # every version, README table rewritten
+
+A version that cannot be set up (no root, no build) fails with the reason;
+it is never skipped. Runs as root (debootstrap, chroot, mount).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOTS = ROOT / "build" / "roots"
+INROOT = ROOT / "matrix" / "inroot.sh"
+MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+# CPython version -> the Debian suite that ships it (3.10 and 3.12 are in none
+# that is still reachable; 3.11 and 3.13 bracket 3.12)
+SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie", "3.14": "sid", "3.15": "sid"}
+MATRIX = ["3.11", "3.9", "3.13", "3.14", "3.15"]
+# the whole suite runs on the oldest and newest we build against, the core of it
+# elsewhere, so that `.ci/run` stays within its time budget (README: Supported versions)
+FULL = {"3.11", "3.15"}
+CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py"]
+# what the build and the tests need inside a root, besides the interpreter
+# (libssl-dev: uWSGI's websocket handshake needs its SHA-1)
+ROOT_PACKAGES = ["gcc", "make", "libc6-dev", "libcrypt-dev", "libssl-dev", "zlib1g-dev", "wrk"]
+# what debootstrap's resolver misses (it does not follow virtual packages):
+# bullseye's python3.9-venv needs python3.9-distutils, provided by python3-distutils
+SUITE_PACKAGES = {"bullseye": ["python3-distutils"]}
+
+
+@dataclass
+class Result:
+    """One version's run: what it used, how long each step took, how it ended."""
+
+    python: str
+    suite: str = "host"
+    tests: str = "full"
+    cpython: str = "-"
+    tornado: str = "-"
+    greenlet: str = "-"
+    uwsgi: str = "-"
+    root_s: float = 0.0
+    root_cached: bool = False
+    build_s: float = 0.0
+    test_s: float = 0.0
+    summary: str = ""
+    passed: bool = False
+    reason: str = ""
+    log: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    """A step of one version failed; the message says which and why."""
+
+
+def host_version() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def root_packages(suite: str) -> list[str]:
+    """Every package of a root: the interpreters of all versions it serves."""
+    pythons = sorted(v for v, s in SUITES.items() if s == suite)
+    return sorted(ROOT_PACKAGES + SUITE_PACKAGES.get(suite, [])
+                  + [f"python{v}-{kind}" for v in pythons for kind in ("dev", "venv")])
+
+
+def recipe(suite: str) -> str:
+    """The debootstrap command line of a root: the root is rebuilt when it changes."""
+    return " ".join(["debootstrap", "--variant=minbase", "--include=" + ",".join(root_packages(suite)),
+                     suite, "<dir>", MIRROR])
+
+
+def mounts_below(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    return [p for p in points if (p + "/").startswith(prefix)]
+
+
+def ensure_root(suite: str, result: Result) -> Path:
+    """Make build/roots/<suite> unless it exists with the same recipe.
+
+    Example::
+
+        root = ensure_root("sid", Result("3.14"))
+    """
+    path = ROOTS / suite
+    stamp = path / ".recipe"
+    wanted = recipe(suite)
+    if stamp.exists() and stamp.read_text() == wanted:
+        result.root_cached = True
+        return path
+    started = time.monotonic()
+    ROOTS.mkdir(parents=True, exist_ok=True)
+    for old in (path, path.with_name(suite + ".new")):
+        busy = mounts_below(old)
+        if busy:
+            raise StepFailed(f"root: {old} still has mounts ({', '.join(busy)}); unmount them first")
+        if old.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(old)], check=True)
+    if shutil.which("debootstrap") is None:
+        raise StepFailed("root: debootstrap is not installed (apt-get install debootstrap)")
+    new = path.with_name(suite + ".new")
+    log = ROOTS / f"{suite}.log"
+    cmd = wanted.split()
+    cmd[cmd.index("<dir>")] = str(new)
+    print(f"matrix: making the {suite} root ({' '.join(cmd)})", flush=True)
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise StepFailed(f"root: debootstrap {suite} failed ({proc.returncode}), see {log}:\n" + "\n".join(tail))
+    new.rename(path)
+    stamp.write_text(wanted)
+    # the venvs and uWSGI builds made in the old root are stale
+    for version, its_suite in SUITES.items():
+        if its_suite == suite:
+            shutil.rmtree(ROOT / "build" / f"py{version}", ignore_errors=True)
+    result.root_s = time.monotonic() - started
+    return path
+
+
+def make_vars(version: str, in_root: bool) -> list[str]:
+    """The make variables of one version: its own venv and builds inside a root."""
+    if not in_root:
+        return []
+    build = f"build/py{version}"
+    return [f"PYTHON=python{version}", f"VENV={build}/venv", f"BUILD={build}",
+            f"PLUGIN_SO={build}/tornado_plugin.so", "SKIP_REQ=benchmarks"]
+
+
+def run_step(cmd: list[str], log: Path, what: str) -> str:
+    """Run cmd with its output on our stdout and in log; StepFailed when it fails."""
+    print("matrix: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+            lines.append(line)
+        code = proc.wait()
+    sys.stdout.flush()
+    if code != 0:
+        raise StepFailed(f"{what}: exit {code}, see {log}")
+    return "".join(lines)
+
+
+def pytest_summary(output: str) -> str:
+    """'84 passed, 1 failed' from pytest's closing line, or ''."""
+    found = re.findall(r"^=+ (.*\d+ (?:passed|failed|error).*?) in [\d.]+s", output, re.M)
+    return found[-1] if found else ""
+
+
+def run_version(version: str, tests: str, pytest_args: str) -> Result:
+    """Set up, build and test one CPython version.
+
+    Example::
+
+        result = run_version("3.13", "full", "-x")
+        print(result.passed, result.test_s)
+    """
+    in_root = version != host_version()
+    result = Result(python=version, suite=SUITES[version] if in_root else "host", tests=tests)
+    logdir = ROOT / "build" / "matrix"
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"py{version}.log"
+    log.write_text("")
+    result.log = str(log.relative_to(ROOT))
+    prefix: list[str] = []
+    try:
+        if version not in SUITES:
+            raise StepFailed(f"root: no Debian suite known for CPython {version} (known: {', '.join(SUITES)})")
+        if in_root:
+            prefix = [str(INROOT), str(ensure_root(SUITES[version], result))]
+        mv = make_vars(version, in_root)
+        started = time.monotonic()
+        run_step(prefix + ["make", "all", "tools"] + (["plugin"] if tests == "full" else []) + mv, log, "build")
+        result.build_s = time.monotonic() - started
+        venv = f"build/py{version}/venv" if in_root else ".venv"
+        info = run_step(prefix + [f"{venv}/bin/python", "-c",
+                                  "import platform, tornado, greenlet; "
+                                  "print('versions', platform.python_version(), tornado.version, greenlet.__version__)"],
+                        log, "build")
+        result.cpython, result.tornado, result.greenlet = info.split("versions ", 1)[1].split()[:3]
+        uwsgi = run_step(prefix + [f"{venv}/bin/uwsgi", "--version"], log, "build")
+        result.uwsgi = uwsgi.strip().splitlines()[-1]
+        selection = "tests" if tests == "full" else " ".join(CORE)
+        started = time.monotonic()
+        try:
+            output = run_step(prefix + ["make", "test", f"TESTS={selection}", f"PYTEST_ARGS={pytest_args}"] + mv,
+                              log, "tests")
+        finally:
+            result.test_s = time.monotonic() - started
+            text = log.read_text(errors="replace")
+            result.summary = pytest_summary(text)
+        result.passed = True
+    except StepFailed as exc:
+        result.reason = str(exc)
+        print(f"matrix: CPython {version} FAILED: {exc}", file=sys.stderr, flush=True)
+    return result
+
+
+def table_lines(results: list[Result], when: str) -> list[str]:
+    rows = []
+    for r in results:
+        outcome = f"passed ({r.summary})" if r.passed else f"failed: {r.reason.splitlines()[0]}"
+        where = "host" if r.suite == "host" else f"Debian {r.suite}"
+        rows.append(f"   {r.cpython if r.cpython != '-' else r.python}, {where}, {r.tornado}, {r.greenlet}, "
+                    f"{r.uwsgi}, {'whole suite' if r.tests == 'full' else 'core'}, \"{outcome}\", {when}")
+    return [".. csv-table:: Supported versions (written by ``make test-matrix``)",
+            "   :header: CPython, from, tornado, greenlet, uWSGI, tests, result, date", ""] + rows + [""]
+
+
+def update_readme(results: list[Result], readme: Path = ROOT / "README.rst") -> None:
+    """Put the versions table between the versions markers of README.rst.
+
+    Example::
+
+        update_readme([run_version("3.13", "full", "")])
+    """
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    start, end = ".. versions-table-start", ".. versions-table-end"
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + start + "\n\n" + "\n".join(table_lines(results, when)) + "\n" + end + tail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("versions", nargs="*", help="CPython versions, e.g. 3.13 (default: the matrix)")
+    parser.add_argument("--matrix", action="store_true",
+                        help="every version, the whole suite on 3.11 and 3.15 and the core elsewhere")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README's Supported versions table")
+    parser.add_argument("--pytest-args", default="", help="passed to pytest")
+    args = parser.parse_args()
+    versions = args.versions or (os.environ.get("MATRIX") or "").split() or MATRIX
+    if os.geteuid() != 0 and any(v != host_version() for v in versions):
+        print("matrix: making and entering Debian roots needs root (debootstrap, chroot, mount)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    results = []
+    for version in versions:
+        tests = ("full" if version in FULL else "core") if args.matrix else "full"
+        results.append(run_version(version, tests, args.pytest_args))
+    total = time.monotonic() - started
+    (ROOT / "build" / "matrix" / "results.json").write_text(
+        json.dumps({"total_s": total, "results": [asdict(r) for r in results]}, indent=2))
+    print(f"\nmatrix: {len(versions)} version(s) in {total:.0f} s")
+    for r in results:
+        root = "cached" if r.root_cached else f"{r.root_s:.0f} s"
+        outcome = f"passed {r.summary}" if r.passed else f"FAILED {r.summary or r.reason.splitlines()[0]}"
+        print(f"  {r.python:5} {r.cpython:8} {r.suite:9} root {root:>7}  build {r.build_s:4.0f} s  "
+              f"tests ({r.tests}) {r.test_s:4.0f} s  {outcome}")
+    if args.readme and versions == MATRIX:
+        update_readme(results)
+    elif args.readme:
+        print("matrix: README table left as it is (it is written for the whole matrix only)")
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
