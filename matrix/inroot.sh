@@ -3,12 +3,17 @@
 #
 #   matrix/inroot.sh build/roots/sid make test PYTHON=python3.14 ...
 #
-# The repository is bind-mounted at /repo (the root keeps no copy of it) and
-# /proc is mounted, both for the command only: they are unmounted when it
-# ends, also when it fails or is interrupted. resolv.conf and the CA bundle of
+# The repository is bind-mounted at /repo (the root keeps no copy of it),
+# /proc and a tmpfs on /tmp are mounted, all for the command only: they are
+# unmounted when it ends, also when it fails or is interrupted. resolv.conf and the CA bundle of
 # this machine are copied in first, so pip inside reaches PyPI as it does here.
-# Must run as root (chroot, mount).
+# Must run as root (chroot, mount). The mounts live in a private mount
+# namespace (unshare): even a killed run leaves none behind on the host.
 set -euo pipefail
+
+if [ -z "${INROOT_NAMESPACE:-}" ]; then
+	INROOT_NAMESPACE=1 exec unshare --mount --propagation private "$0" "$@"
+fi
 
 root=$(realpath "$1")
 shift
@@ -33,6 +38,10 @@ mount -t proc proc "$root/proc"
 mounted+=("$root/proc")
 mount --bind "$repo" "$root/repo"
 mounted+=("$root/repo")
+# /tmp in memory, bounded: nothing the tests or pip put there lands in the
+# root (which lives inside the repository) or can fill the disk
+mount -t tmpfs -o size=2g tmpfs "$root/tmp"
+mounted+=("$root/tmp")
 
 # a clean environment: nothing of the host's Python or pip set-up leaks in
 chroot "$root" /usr/bin/env -i \
