@@ -172,7 +172,7 @@ done:
 	c->running_since = 0;
 	tw_harakiri_update();
 	/* not answered at all (a kept-alive client would wait forever for a
-	 * response that will not come), or answered without framing (http11.c) */
+	 * response that will not come), or answered without framing (keepalive.c) */
 	if (!answered || c->close_after) tw_drop_keepalive(sock, c->id);
 	return;
 
@@ -381,7 +381,7 @@ void tw_loop(void) {
 	tw_hooks_install();
 	tw_replace_module_functions();
 	tw_signals_init();
-	tw_http11_init();
+	tw_keepalive_init();
 	tw_listen_init();
 
 	tw_accept_resume();
