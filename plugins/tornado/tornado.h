@@ -189,5 +189,6 @@ void tw_close_heads(void);
 
 /* keepalive.c */
 void tw_keepalive_init(void);
+int tw_http_socket(struct uwsgi_socket *);
 
 #endif
