@@ -32,8 +32,9 @@ $(SRC)/.unpacked: requirements.txt | $(VENV)/.installed
 	rm -rf $(SRC) && tar -C $(BUILD) -xzf $(SDIST)
 	touch $@
 
-# build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): copy our plugin out
-# of tree (uWSGI leaves .o files next to the sources it compiles), then build
+# build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): keep the plugin
+# sources this build used next to its binary (uwsgiplugin.py compiles its own copy
+# in $(SRC)/tornado_plugin_build), then build
 define build_uwsgi
 	rm -rf $(1)/plugin && mkdir -p $(1)/plugin && cp -r plugins/tornado $(1)/plugin/
 	cd $(SRC) && CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER) $(2)" LDFLAGS="$(4)" \
