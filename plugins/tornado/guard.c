@@ -42,11 +42,13 @@ static size_t tw_symbol_size(void *addr) {
 	return sym->st_size;
 }
 
-static void tw_refuse(const char *why) {
+/* python: the running Python's "X.Y" when it is not the one built for */
+static void tw_refuse(const char *why, const char *python, int python_len) {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	exe[n > 0 ? n : 0] = 0;
-	dprintf(2, "%s: rebuild it with `make plugin UWSGI=%s`\n", why, n > 0 ? exe : "/path/to/uwsgi");
+	dprintf(2, "%s: rebuild it with `make plugin UWSGI=%s%s%.*s`\n", why, n > 0 ? exe : "/path/to/uwsgi",
+		python ? " PYTHON=python" : "", python ? python_len : 0, python ? python : "");
 	/* no exit(): uWSGI's atexit handlers would read the mismatched structures */
 	_exit(1);
 }
@@ -62,7 +64,7 @@ __attribute__((constructor)) static void tw_guard(void) {
 	if (strcmp(running, UWSGI_VERSION) || !same_python) {
 		snprintf(why, sizeof(why), "tornado_plugin.so was built for uWSGI %s / Python %s, this is uWSGI %s / Python %.*s",
 			UWSGI_VERSION, TW_BUILT_PYTHON, running, (int) py_len, py);
-		tw_refuse(why);
+		tw_refuse(why, same_python ? NULL : py, (int) py_len);
 	}
 	/* same version, another build of it (other compile options) */
 	size_t server = tw_symbol_size(&uwsgi), python = tw_symbol_size(&up);
@@ -70,6 +72,6 @@ __attribute__((constructor)) static void tw_guard(void) {
 		snprintf(why, sizeof(why), "tornado_plugin.so was built for another build of uWSGI %s / Python %s "
 			"(struct uwsgi_server %zu bytes there, %zu here; struct uwsgi_python %zu there, %zu here)",
 			UWSGI_VERSION, TW_BUILT_PYTHON, sizeof(uwsgi), server, sizeof(up), python);
-		tw_refuse(why);
+		tw_refuse(why, NULL, 0);
 	}
 }
