@@ -70,7 +70,7 @@ __attribute__((constructor)) static void tw_guard(void) {
 	size_t server = tw_symbol_size(&uwsgi), python = tw_symbol_size(&up);
 	if ((server && server != sizeof(uwsgi)) || (python && python != sizeof(up))) {
 		snprintf(why, sizeof(why), "tornado_plugin.so was built for another build of uWSGI %s / Python %s "
-			"(struct uwsgi_server %zu bytes there, %zu here; struct uwsgi_python %zu there, %zu here)",
+			"(struct uwsgi_server: %zu bytes in the plugin, %zu in this uWSGI; struct uwsgi_python: %zu, %zu)",
 			UWSGI_VERSION, TW_BUILT_PYTHON, sizeof(uwsgi), server, sizeof(up), python);
 		tw_refuse(why, NULL, 0);
 	}
