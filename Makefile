@@ -13,7 +13,7 @@ VENV_UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug debug tools bench bench-quick clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug debug tools bench bench-quick soak clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -130,10 +130,14 @@ COMMA := ,
 BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 
 bench: $(BENCH_DEPS)
-	$(VPY) bench/run.py --rounds 3 --seconds 4
+	$(VPY) bench/run.py --rounds 2 --seconds 3
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
+
+# graceful reloads, recycling, aborting and dribbling clients under verified load
+soak: $(VENV_UWSGI)
+	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
 tools:

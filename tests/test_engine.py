@@ -328,6 +328,25 @@ def test_connection_close_from_either_side_closes_after_the_response(uwsgi, requ
     assert data.startswith(b"HTTP/1.1 200") and data.count(b"Connection: close") == 1
 
 
+def test_http_socket_tells_http11_clients_it_closes_so_a_pooled_client_loses_nothing(uwsgi):
+    server = uwsgi("basic.py", "--processes", "2", workers=2)
+    failures = []
+
+    def client(i: int) -> None:
+        with requests.Session() as session:  # reuses connections unless told they close
+            for n in range(100):
+                body = b"%d-%d" % (i, n)
+                try:
+                    r = session.post(f"{server.url}/post", data=body, timeout=5)
+                    assert r.headers["Connection"] == "close"
+                    assert r.text == "%d %s" % (len(body), hashlib.sha256(body).hexdigest())
+                except (requests.RequestException, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    parallel(client, 8)
+    assert failures == []
+
+
 def test_idle_keep_alive_connection_costs_no_cpu_and_is_closed_after_the_timeout(uwsgi):
     server = uwsgi("basic.py", "--socket-timeout", "2", socket_opt="--http11-socket")
     pid = server.worker_pids()[0]

@@ -15,7 +15,8 @@
  *   signals.c  uWSGI signals, graceful reload and shutdown
  *   deadlines.c slow clients: the request-head deadline, the minimum body
  *              rate, shedding connections that have not sent a request
- *   http11.c   response framing on --http11-socket (close what has none)
+ *   keepalive.c whether an HTTP connection stays open after a response
+ *              (closes what has no framing, says Connection: close)
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -76,7 +77,7 @@ struct tw_core {
 	uint64_t body_since;    /* monotonic ns: when the head was complete */
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
-	int close_after;        /* http11.c: close the connection after this response */
+	int close_after;        /* keepalive.c: close the connection after this response */
 };
 
 struct uwsgi_tornado {
@@ -186,7 +187,8 @@ uint64_t tw_request_deadline(struct tw_core *, int fd, uint32_t events);
 int tw_shed_oldest_head(void);
 void tw_close_heads(void);
 
-/* http11.c */
-void tw_http11_init(void);
+/* keepalive.c */
+void tw_keepalive_init(void);
+int tw_http_socket(struct uwsgi_socket *);
 
 #endif
