@@ -109,16 +109,18 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     The app is a file under tests/apps (or an absolute path). By default the
     server gets ``--http-socket`` on a free port, ``--tornado 100 --greenlet``
     and waits until every worker runs the loop. Pass ``engine=False`` to leave
-    the engine options out, ``socket=None`` to bind nothing yourself.
+    the engine options out, ``socket=None`` to bind nothing yourself,
+    ``venv=None`` to run in the binary's own Python (a distribution's uWSGI).
     """
     servers: list[Server] = []
 
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
-              env: dict[str, str] | None = None, binary: str = UWSGI) -> Server:
+              env: dict[str, str] | None = None, binary: str = UWSGI,
+              venv: str | None = str(ROOT / ".venv")) -> Server:
         port = free_port()
         extra_list = list(extra)
-        args = [binary] + (["--need-app"] if app else []) + ["--virtualenv", str(VENV)]
+        args = [binary] + (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
         while "--plugin" in extra_list:  # plugins load before the options they add
             i = extra_list.index("--plugin")
             args += extra_list[i:i + 2]
@@ -240,6 +242,30 @@ def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[o
     return results
 
 
+def sleep_together(port: int, n: int = 20, seconds: float = 1.0) -> tuple[list[object], float]:
+    """n concurrent /sleep?s=seconds requests of basic.py: their results
+    (status, seconds slept) and the wall time of the whole batch."""
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(port, f"/sleep?s={seconds}"), n)
+    return results, time.monotonic() - started
+
+
+def websocket_echo(port: int, client: int, messages: int = 5) -> str:
+    """One websocket client of the /ws echo: sends `messages` numbered messages
+    and returns what came back, joined with |."""
+    import websocket  # websocket-client
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    try:
+        out = []
+        for n in range(messages):
+            ws.send(f"client {client} message {n}")
+            out.append(ws.recv())
+        return "|".join(out)
+    finally:
+        ws.close()
+
+
 def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> set[int]:
     """Send rounds of 20 concurrent requests until `expected` different PIDs
     answered (the PID is the last word of each body) or `timeout` passes."""
@@ -251,3 +277,53 @@ def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> 
             assert isinstance(result, tuple) and result[0] == 200, result
             seen.add(int(result[1].split()[-1]))
     return seen
+
+
+class Dribbler:
+    """A client that sends one header line every `interval` seconds and never
+    finishes its request head; with `reconnect` it comes back as soon as the
+    server closes it. Runs in a thread until stop() or `limit` seconds."""
+
+    def __init__(self, port: int, interval: float, reconnect: bool = False, limit: float = 30) -> None:
+        self.port = port
+        self.interval = interval
+        self.reconnect = reconnect
+        self.limit = limit
+        self.closed_after: list[float] = []  # seconds from connect to the server's close
+        self.connections = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=self.limit)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            self.connections += 1
+            started = time.monotonic()
+            s.settimeout(self.interval)
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\n")
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        if s.recv(100) == b"":
+                            break  # closed by the server
+                    except socket.timeout:
+                        s.sendall(b"X-Dribble: 1\r\n")
+                else:
+                    return
+            except OSError:
+                pass  # reset by the server: closed too
+            finally:
+                s.close()
+            self.closed_after.append(time.monotonic() - started)
+            if not self.reconnect:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(self.limit)
