@@ -133,7 +133,8 @@ def ensure_root(suite: str, result: Result) -> Path:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
-        raise StepFailed(f"root: debootstrap {suite} failed ({proc.returncode}), see {log}:\n" + "\n".join(tail))
+        raise StepFailed(f"root: debootstrap {suite} failed ({proc.returncode}), see {log.relative_to(ROOT)}:\n"
+                         + "\n".join(tail))
     new.rename(path)
     stamp.write_text(wanted)
     # the venvs and uWSGI builds made in the old root are stale
@@ -168,7 +169,7 @@ def run_step(cmd: list[str], log: Path, what: str) -> str:
         code = proc.wait()
     sys.stdout.flush()
     if code != 0:
-        raise StepFailed(f"{what}: exit {code}, see {log}")
+        raise StepFailed(f"{what}: exit {code}, see {log.relative_to(ROOT)}")
     return "".join(lines)
 
 

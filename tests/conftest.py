@@ -117,7 +117,7 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
               env: dict[str, str] | None = None, binary: str = UWSGI,
-              venv: str | None = str(ROOT / ".venv")) -> Server:
+              venv: str | None = str(VENV)) -> Server:
         port = free_port()
         extra_list = list(extra)
         args = [binary] + (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
