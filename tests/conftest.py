@@ -4,6 +4,7 @@ when a test fails."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(count: int) -> int:
+    """A base port whose base+1 .. base+count are free now, for apps that
+    listen on base + worker id. Taken below the kernel's ephemeral range:
+    there, the ports next to one free_port() gives are the ones client
+    connections get (Linux hands even ports to connect(), odd to bind(0))."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        base = random.randrange(10000, ephemeral_low - count - 1)
+        socks = []
+        try:
+            for port in range(base + 1, base + count + 1):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports below {ephemeral_low}")
 
 
 def cpu_seconds(pid: int) -> float:
