@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import answering_pids, free_port, http_get, parallel, wait_port
+from conftest import answering_pids, free_port, free_port_run, http_get, parallel, wait_port
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -89,7 +89,7 @@ def test_100_requests_awaiting_an_asyncio_tcp_client_finish_in_about_a_second(gl
 # ---- Tornado applications in every worker ----
 
 def test_tornado_app_on_a_port_per_worker(uwsgi, backend):
-    base = free_port() + 100
+    base = free_port_run(3)
     server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
                    env={"BACKEND_URL": backend.url, "PER_WORKER_PORT": str(base)})
     pids = set(server.worker_pids())
