@@ -3,6 +3,7 @@ built) on free 127.0.0.1 ports, talk to it, stop it by PID, and show its log
 when a test fails."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -206,15 +207,26 @@ def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "")
     Reads until the server closes, so it also proves the close."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def read_stats(port: int, timeout: float = 10) -> dict:
+    """The JSON document uWSGI's --stats server on 127.0.0.1:`port` sends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return json.loads(recv_all(s))
+
+
+def recv_all(s: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[object]:
