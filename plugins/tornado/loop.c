@@ -263,6 +263,7 @@ void tw_on_listen_event(uint32_t index) {
 		struct wsgi_request *wsgi_req = find_first_available_wsgi_req();
 		if (!wsgi_req) {
 			/* every core is busy: the backlog holds the rest until one frees */
+			utornado.metrics->accept_pauses++;
 			tw_accept_pause();
 			return;
 		}
@@ -356,6 +357,7 @@ void tw_loop(void) {
 	if (!utornado.str_gr_context || !utornado.str_switch) uwsgi_pyexit;
 
 	if (tw_event_init()) uwsgi_pyexit;
+	tw_metrics_worker_init();
 	if (tw_legacy_init()) {
 		uwsgi_log("[tornado] unable to set up the core async API\n");
 		exit(1);

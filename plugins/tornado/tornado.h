@@ -13,6 +13,7 @@
  *   hooks.c    uWSGI's wait/suspend hooks and the core async API
  *              (uwsgi.async_sleep, wait_fd_read/write, suspend) on event.c
  *   signals.c  uWSGI signals, graceful reload and shutdown
+ *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -67,6 +68,24 @@ struct tw_core {
 	int busy;               /* owns a connection */
 	int idle;               /* waiting for the next request of a keep-alive connection */
 	time_t running_since;   /* the app runs a request since then (0: it does not) */
+	uint64_t ready_at;      /* monotonic ns since when the core could run (0: unknown), for the loop lag */
+};
+
+/* One per worker, in memory shared with the master, which reads it for
+ * uWSGI's metrics subsystem (metrics.c). Written by the worker only. */
+struct tw_metrics {
+	/* gauges, published once a second */
+	int64_t busy_cores;
+	int64_t fd_waiting_cores;
+	int64_t timer_waiting_cores;
+	int64_t ready_queue;
+	int64_t loop_lag_max_us;
+	/* counters, incremented where it happens */
+	int64_t waits;
+	int64_t wakeups;
+	int64_t lag_sum_ns;
+	int64_t lag_count;
+	int64_t accept_pauses;
 };
 
 struct uwsgi_tornado {
@@ -108,6 +127,8 @@ struct uwsgi_tornado {
 	PyObject *periodic;           /* the once-a-second worker check */
 	PyObject *str_gr_context;
 	PyObject *str_switch;
+
+	struct tw_metrics *metrics;   /* this worker's counters (never NULL in a worker) */
 };
 
 extern struct uwsgi_tornado utornado;
@@ -162,5 +183,12 @@ void tw_run_atexit(void);
 void tw_drain(void);
 void tw_core_released(void);
 void tw_harakiri_update(void);
+
+/* metrics.c */
+void tw_metrics_register(void);
+void tw_metrics_worker_init(void);
+void tw_metrics_sample(void);
+uint64_t tw_metrics_now(void);
+void tw_metrics_woken(struct tw_core *);
 
 #endif
