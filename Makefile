@@ -13,7 +13,7 @@ UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug tools bench bench-quick clean distclean
+.PHONY: all plugin run test test-debug debug tools services bench bench-quick clean distclean
 
 all: $(UWSGI)
 
@@ -100,12 +100,17 @@ bench-quick: $(BENCH_DEPS)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
+# servers and the browser the deployment tests start on 127.0.0.1 (Debian packages)
+SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver
+services:
+	($(SERVICES_PRESENT)) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server chromium chromium-driver)
+
 # ---- run ----
 run: $(UWSGI)
 	$(UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
 
 # ---- tests ----
-test: $(UWSGI) tornado_plugin.so tools
+test: $(UWSGI) tornado_plugin.so tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) tests
 
 # ASan options: the interpreter's own allocations are not leaks we can fix;
@@ -113,7 +118,7 @@ test: $(UWSGI) tornado_plugin.so tools
 # (replace_intrin) reports as stack underflows: our code stays instrumented;
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
-test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
+test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
 		$(VPY) -m pytest $(PYTEST_ARGS) tests

@@ -261,3 +261,82 @@ def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> 
             assert isinstance(result, tuple) and result[0] == 200, result
             seen.add(int(result[1].split()[-1]))
     return seen
+
+
+# ---- real servers the deployment tests talk to (Debian packages, `make services`) ----
+
+class Service:
+    """A server process started for a test module, stopped by PID."""
+
+    def __init__(self, args: list[str], log: Path, **popen: object):
+        self.args = args
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, **popen)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _wait_service(service: Service, port: int, timeout: float = 30) -> None:
+    try:
+        wait_port(port, timeout)
+    except OSError:
+        service.stop()
+        raise RuntimeError(f"{service.args[0]} did not listen on {port}:\n{service.log()}")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb as the `postgres` user, data in a
+    fresh directory under /tmp) on 127.0.0.1 and a free port; yields its DSN."""
+    import glob
+    import pwd
+    import shutil
+    import tempfile
+
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    user = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="uwsgi-tornado-pg-"))
+    os.chown(root, user.pw_uid, user.pw_gid)
+    data = root / "data"
+    subprocess.run([f"{bindir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+                   user="postgres", check=True, capture_output=True, timeout=120, cwd=root)
+    port = free_port()
+    server = Service(
+        [f"{bindir}/postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+         "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "fsync=off"],
+        root / "postgres.log", user="postgres", cwd=root,
+    )
+    _wait_service(server, port)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        server.stop(signal.SIGINT)  # fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A Redis server on 127.0.0.1 and a free port, nothing saved; yields its URL."""
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    server = Service(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", str(root), "--maxclients", "1000"],
+                     root / "redis.log")
+    _wait_service(server, port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
