@@ -100,10 +100,10 @@ bench-quick: $(BENCH_DEPS)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
-# servers and the browser the deployment tests start on 127.0.0.1 (Debian packages)
-SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver
+# servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)
+SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver && command -v tmux
 services:
-	($(SERVICES_PRESENT)) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server chromium chromium-driver)
+	($(SERVICES_PRESENT)) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server chromium chromium-driver tmux)
 
 # ---- run ----
 run: $(UWSGI)
