@@ -299,25 +299,28 @@ def _wait_service(service: Service, port: int, timeout: float = 30) -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (initdb as the `postgres` user, data in a
-    fresh directory under /tmp) on 127.0.0.1 and a free port; yields its DSN."""
+    """A throwaway PostgreSQL cluster (initdb, data in a fresh directory under
+    /tmp) on 127.0.0.1 and a free port; yields its DSN."""
     import glob
     import pwd
     import shutil
     import tempfile
 
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    user = pwd.getpwnam("postgres")
     root = Path(tempfile.mkdtemp(prefix="uwsgi-tornado-pg-"))
-    os.chown(root, user.pw_uid, user.pw_gid)
+    user = None  # PostgreSQL refuses to run as root: as root, run it as `postgres`
+    if os.geteuid() == 0:
+        user = "postgres"
+        pw = pwd.getpwnam(user)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
     data = root / "data"
     subprocess.run([f"{bindir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
-                   user="postgres", check=True, capture_output=True, timeout=120, cwd=root)
+                   user=user, check=True, capture_output=True, timeout=120, cwd=root)
     port = free_port()
     server = Service(
         [f"{bindir}/postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
          "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "fsync=off"],
-        root / "postgres.log", user="postgres", cwd=root,
+        root / "postgres.log", user=user, cwd=root,
     )
     _wait_service(server, port)
     try:

@@ -95,3 +95,29 @@ def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
     assert rest["waits"] >= busy["waits"] and rest["accept_pauses"] >= 1
     assert metrics_dir_value(mdir / "worker.1.tornado.busy_cores") == 0
     assert metrics_dir_value(mdir / "worker.1.tornado.waits") == rest["waits"]
+
+
+def test_each_worker_reports_its_own_busy_cores_as_the_stats_cores_show_them(uwsgi):
+    stats_port = free_port()
+    server = uwsgi("basic.py", "--master", "--processes", "2", "--enable-metrics",
+                   "--stats", f"127.0.0.1:{stats_port}", workers=2)
+    wait_port(stats_port)
+    sleepers = threading.Thread(target=parallel, args=(lambda i: http_get(server.port, f"/sleep?s={LOAD}"), 20))
+    sleepers.start()
+
+    def per_worker() -> tuple[list[int], list[int]]:
+        stats = read_stats(stats_port)
+        in_request = [sum(c["in_request"] for c in w["cores"]) for w in stats["workers"]]
+        metric = [stats["metrics"][f"worker.{w['id']}.tornado.busy_cores"]["value"] for w in stats["workers"]]
+        return in_request, metric
+
+    deadline = time.monotonic() + LOAD - 0.5
+    while True:
+        in_request, metric = per_worker()
+        if (metric == in_request and sum(metric) == 20) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    sleepers.join(LOAD + 20)
+    print("in_request per worker:", in_request, "busy_cores metric per worker:", metric)
+    assert sum(in_request) == 20
+    assert metric == in_request

@@ -1,6 +1,6 @@
 /*
  * metrics.c: the engine's metrics in uWSGI's metrics subsystem
- * (--enable-metrics, which needs --master).
+ * (--enable-metrics, which turns on the master).
  *
  * uWSGI's metrics live in the master: they are registered there before the
  * workers exist (uwsgi_setup_metrics() gives each one its slot of shared
