@@ -13,7 +13,7 @@ UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug tools services bench bench-quick clean distclean
+.PHONY: all plugin run test test-debug debug tools services bench bench-quick soak clean distclean
 
 all: $(UWSGI)
 
@@ -95,6 +95,10 @@ bench: $(BENCH_DEPS)
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
+
+# graceful reloads, recycling, aborting and dribbling clients under verified load
+soak: $(UWSGI)
+	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
 tools:

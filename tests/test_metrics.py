@@ -3,7 +3,6 @@ worker.N.tornado.* in the stats output and in --metrics-dir, under load and
 back at rest."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -49,14 +48,12 @@ def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
     start = tornado_metrics(stats_port)
     assert set(GAUGES) | {"waits", "wakeups", "accept_pauses"} <= set(start), start
 
-    # the load: 2 clients that send half a request (their cores wait on the
-    # socket), 2 generators that yield in a loop (the ready queue), and 8
-    # sleepers (timers) of which only 6 find a free core: accepting pauses
-    half_open = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-    for s in half_open:
-        s.sendall(b"GET / HTTP/1.1\r\n")
+    # the load: 2 requests waiting on a pipe (uwsgi.wait_fd_read), 2
+    # generators that yield in a loop (the ready queue), and 8 sleepers
+    # (timers) of which only 6 find a free core: accepting pauses
     results: list[object] = []
     clients = [
+        threading.Thread(target=lambda: results.extend(parallel(lambda i: http_get(server.port, f"/fd?timeout={LOAD:.0f}"), 2))),
         threading.Thread(target=lambda: results.extend(parallel(lambda i: http_get(server.port, f"/spin?s={LOAD}"), 2))),
         threading.Thread(target=lambda: results.extend(parallel(lambda i: http_get(server.port, f"/sleep?s={LOAD}"), 8))),
     ]
@@ -85,9 +82,7 @@ def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
 
     for t in clients:
         t.join(3 * LOAD + 10)
-    for s in half_open:
-        s.close()
-    assert len(results) == 10 and all(isinstance(r, tuple) and r[0] == 200 for r in results), results
+    assert len(results) == 12 and all(isinstance(r, tuple) and r[0] == 200 for r in results), results
 
     rest = poll(stats_port, lambda m: all(m[g] == 0 for g in GAUGES), 6)
     print("at rest:", rest)
