@@ -91,7 +91,7 @@ COMMA := ,
 BENCH_DEPS := $(UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 
 bench: $(BENCH_DEPS)
-	$(VPY) bench/run.py --rounds 3 --seconds 4
+	$(VPY) bench/run.py --rounds 2 --seconds 3
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
