@@ -123,7 +123,7 @@ test: $(UWSGI) tornado_plugin.so tools services
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
 test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools services
-	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
+	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
 		$(VPY) -m pytest $(PYTEST_ARGS) tests
 

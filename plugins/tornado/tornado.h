@@ -210,6 +210,7 @@ void tw_close_heads(void);
 
 /* keepalive.c */
 void tw_keepalive_init(void);
+int tw_http_socket(struct uwsgi_socket *);
 
 /* metrics.c */
 void tw_metrics_register(void);
