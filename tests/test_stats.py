@@ -58,5 +58,6 @@ def test_stats_show_30_requests_in_flight_then_their_counts_and_avg_rt(uwsgi):
     assert {i: by_id[i]["requests"] for i in busy_ids} == {i: 1 for i in busy_ids}
     assert sum(c["requests"] for c in after["cores"]) == IN_FLIGHT
     assert all(c["in_request"] == 0 for c in after["cores"])
+    print(f"in flight: {len(busy)} cores in_request 1; after: requests {after['requests']}, avg_rt {after['avg_rt']} us")
     # avg_rt is in microseconds: each request slept SLEEP seconds
     assert SLEEP * 1e6 <= after["avg_rt"] < (SLEEP + 1.5) * 1e6, after["avg_rt"]
