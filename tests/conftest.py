@@ -108,16 +108,18 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     The app is a file under tests/apps (or an absolute path). By default the
     server gets ``--http-socket`` on a free port, ``--tornado 100 --greenlet``
     and waits until every worker runs the loop. Pass ``engine=False`` to leave
-    the engine options out, ``socket=None`` to bind nothing yourself.
+    the engine options out, ``socket=None`` to bind nothing yourself,
+    ``venv=None`` to run in the binary's own Python (a distribution's uWSGI).
     """
     servers: list[Server] = []
 
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
-              env: dict[str, str] | None = None, binary: str = UWSGI) -> Server:
+              env: dict[str, str] | None = None, binary: str = UWSGI,
+              venv: str | None = str(ROOT / ".venv")) -> Server:
         port = free_port()
         extra_list = list(extra)
-        args = [binary] + (["--need-app"] if app else []) + ["--virtualenv", str(ROOT / ".venv")]
+        args = [binary] + (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
         while "--plugin" in extra_list:  # plugins load before the options they add
             i = extra_list.index("--plugin")
             args += extra_list[i:i + 2]
@@ -248,6 +250,30 @@ def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[o
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     return results
+
+
+def sleep_together(port: int, n: int = 20, seconds: float = 1.0) -> tuple[list[object], float]:
+    """n concurrent /sleep?s=seconds requests of basic.py: their results
+    (status, seconds slept) and the wall time of the whole batch."""
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(port, f"/sleep?s={seconds}"), n)
+    return results, time.monotonic() - started
+
+
+def websocket_echo(port: int, client: int, messages: int = 5) -> str:
+    """One websocket client of the /ws echo: sends `messages` numbered messages
+    and returns what came back, joined with |."""
+    import websocket  # websocket-client
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    try:
+        out = []
+        for n in range(messages):
+            ws.send(f"client {client} message {n}")
+            out.append(ws.recv())
+        return "|".join(out)
+    finally:
+        ws.close()
 
 
 def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> set[int]:

@@ -253,10 +253,10 @@ static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 static void tw_core_start(struct tw_core *c) {
 	if (c->greenlet && tw_greenlet_dead(c->greenlet)) {
 		/* an exception escaped it: start over with a new one */
-		Py_CLEAR(c->greenlet);
+		tw_core_set_greenlet(c, NULL);
 	}
 	if (!c->greenlet) {
-		c->greenlet = tw_core_greenlet(c);
+		tw_core_set_greenlet(c, tw_core_greenlet(c));
 		if (!c->greenlet) {
 			PyErr_Print();
 			uwsgi_log("[tornado] unable to create the greenlet of core %d\n", c->id);
