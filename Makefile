@@ -13,7 +13,7 @@ VENV_UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug debug tools bench bench-quick soak clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug debug tools services bench bench-quick soak clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -143,12 +143,17 @@ soak: $(VENV_UWSGI)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
+# servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)
+SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver && command -v tmux
+services:
+	($(SERVICES_PRESENT)) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server chromium chromium-driver tmux)
+
 # ---- run ----
 run: $(VENV_UWSGI)
 	$(VENV_UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
 
 # ---- tests ----
-test: $(VENV_UWSGI) tornado_plugin.so tools
+test: $(VENV_UWSGI) tornado_plugin.so tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests
 
 # The other ways in: the README's pip recipe for two interpreters, and Debian's
@@ -162,7 +167,7 @@ test-install: $(VENV)/.installed tornado_plugin.so debian-packages
 # (replace_intrin) reports as stack underflows: our code stays instrumented;
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
-test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
+test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
 		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests

@@ -3,6 +3,7 @@ built) on free 127.0.0.1 ports, talk to it, stop it by PID, and show its log
 when a test fails."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -228,15 +229,26 @@ def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "")
     Reads until the server closes, so it also proves the close."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def read_stats(port: int, timeout: float = 10) -> dict:
+    """The JSON document uWSGI's --stats server on 127.0.0.1:`port` sends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return json.loads(recv_all(s))
+
+
+def recv_all(s: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[object]:
@@ -345,3 +357,85 @@ class Dribbler:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(self.limit)
+
+
+# ---- real servers the deployment tests talk to (Debian packages, `make services`) ----
+
+class Service:
+    """A server process started for a test module, stopped by PID."""
+
+    def __init__(self, args: list[str], log: Path, **popen: object):
+        self.args = args
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, **popen)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _wait_service(service: Service, port: int, timeout: float = 30) -> None:
+    try:
+        wait_port(port, timeout)
+    except OSError:
+        service.stop()
+        raise RuntimeError(f"{service.args[0]} did not listen on {port}:\n{service.log()}")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb, data in a fresh directory under
+    /tmp) on 127.0.0.1 and a free port; yields its DSN."""
+    import glob
+    import pwd
+    import shutil
+    import tempfile
+
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    root = Path(tempfile.mkdtemp(prefix="uwsgi-tornado-pg-"))
+    user = None  # PostgreSQL refuses to run as root: as root, run it as `postgres`
+    if os.geteuid() == 0:
+        user = "postgres"
+        pw = pwd.getpwnam(user)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    data = root / "data"
+    subprocess.run([f"{bindir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+                   user=user, check=True, capture_output=True, timeout=120, cwd=root)
+    port = free_port()
+    server = Service(
+        [f"{bindir}/postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+         "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "fsync=off"],
+        root / "postgres.log", user=user, cwd=root,
+    )
+    _wait_service(server, port)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        server.stop(signal.SIGINT)  # fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A Redis server on 127.0.0.1 and a free port, nothing saved; yields its URL."""
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    server = Service(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", str(root), "--maxclients", "1000"],
+                     root / "redis.log")
+    _wait_service(server, port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()

@@ -146,3 +146,15 @@ def test_blocking_tornado_handler_can_wait_and_sleep(uwsgi, backend):
     results = parallel(lambda i: http_get(port, "/blocking"), 20)
     assert results == [(200, b"services " + str(server.worker_pids()[0]).encode())] * 20
     assert time.monotonic() - started < 1.5
+
+
+def test_per_worker_resource_is_created_once_for_20_concurrent_first_requests(glue):
+    results = parallel(lambda i: http_get(glue.port, "/per-worker-slow"), 20)
+    assert results == [(200, b"1")] * 20
+    assert http_get(glue.port, "/per-worker-slow") == (200, b"1")
+
+
+def test_per_worker_creation_that_fails_raises_and_the_next_request_creates_it(glue):
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"the first creation fails")
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")
