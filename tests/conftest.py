@@ -100,16 +100,22 @@ class Server:
         return kids if kids else [self.pid]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        workers = [pid for pid in self.worker_pids() if pid != self.pid] if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for pid in self.worker_pids():
-                    if pid != self.pid:
-                        os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait(5)
+        # without --master the other workers are not ours to reap: a worker
+        # still alive once the first process is gone is killed here
+        for pid in workers:
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == self.args[0].encode():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass  # gone already
         self._log.close()
         return self.proc.returncode
 

@@ -329,7 +329,7 @@ def test_connection_close_from_either_side_closes_after_the_response(uwsgi, requ
 
 
 def test_http_socket_tells_http11_clients_it_closes_so_a_pooled_client_loses_nothing(uwsgi):
-    server = uwsgi("basic.py", "--processes", "2", workers=2)
+    server = uwsgi("basic.py", "--master", "--processes", "2", workers=2)
     failures = []
 
     def client(i: int) -> None:
