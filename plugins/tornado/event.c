@@ -26,7 +26,8 @@
 struct uwsgi_tornado utornado;
 
 #define TW_BATCH 64
-/* a timer due within this much of now fires now rather than re-arming */
+/* the armed asyncio timer is moved earlier only for a deadline earlier by
+ * more than this: a wait may end up to 1 ms late, never early */
 #define TW_TIMER_SLACK_NS 1000000ULL
 
 uint64_t tw_now_ns(void) {
@@ -133,7 +134,7 @@ void tw_timer_stop(struct tw_core *c) {
 static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
 	Py_CLEAR(utornado.timer_handle);
 	uint64_t now = tw_now_ns();
-	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now + TW_TIMER_SLACK_NS) {
+	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now) {
 		struct tw_core *c = utornado.heap[0];
 		tw_timer_stop(c);
 		c->timed_out = 1;
