@@ -97,8 +97,10 @@ bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
+# nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 
 # ---- run ----
 run: $(UWSGI)
