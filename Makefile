@@ -13,7 +13,7 @@ UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug tools bench bench-quick clean distclean
+.PHONY: all plugin run test test-debug debug tools bench bench-quick soak clean distclean
 
 all: $(UWSGI)
 
@@ -91,10 +91,14 @@ COMMA := ,
 BENCH_DEPS := $(UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 
 bench: $(BENCH_DEPS)
-	$(VPY) bench/run.py --rounds 3 --seconds 4
+	$(VPY) bench/run.py --rounds 2 --seconds 3
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
+
+# graceful reloads, recycling, aborting and dribbling clients under verified load
+soak: $(UWSGI)
+	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
 # nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py)

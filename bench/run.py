@@ -33,7 +33,8 @@ PY = str(VENV / "bin" / "python")
 BENCH_UWSGI = str(ROOT / "build" / "bench" / "uwsgi")
 UPSTREAM_UWSGI = str(ROOT / "build" / "upstream" / "uwsgi")
 
-# engine -> (binary, options, ENGINE for the app); None binary = pure Tornado
+# engine -> (server, options, ENGINE for the app); server: a uWSGI binary, or
+# "tornado" (pure Tornado), "granian" or "gunicorn" from .venv/bin
 ENGINES = {
     "ours": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet"], "tornado"),
     "ours+uvloop": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet", "--tornado-uvloop"], "tornado"),
@@ -42,11 +43,17 @@ ENGINES = {
     "async+greenlet": (BENCH_UWSGI, ["--async", "{cores}", "--greenlet"], "async"),
     "async+ugreen": (BENCH_UWSGI, ["--async", "{cores}", "--ugreen"], "ugreen"),
     "sync": (BENCH_UWSGI, [], "sync"),
-    "tornado-httpserver": (None, [], "tornado"),
+    "tornado-httpserver": ("tornado", [], "tornado"),
+    "granian": ("granian", [], "threads"),
+    "granian-512": ("granian", ["--blocking-threads", "512"], "threads"),
+    "gunicorn-gevent": ("gunicorn", ["-k", "gevent", "--worker-connections", "{connections}"], "patched"),
 }
+PEERS = {"granian", "granian-512", "gunicorn-gevent"}
 
 # workload -> (path, wrk connections, uWSGI socket option, cores, engines that can run it)
-WAITING = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "async+greenlet", "async+ugreen", "tornado-httpserver"}
+WAITING = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "async+greenlet", "async+ugreen",
+           "tornado-httpserver"} | PEERS
+BLOCKING_IO = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "tornado-httpserver"} | PEERS
 WORKLOADS = {
     "hello": ("/hello", 50, "--http-socket", 100, set(ENGINES)),
     "c10k": ("/wait", 10000, "--http-socket", 10000, WAITING),
@@ -54,7 +61,11 @@ WORKLOADS = {
     "1mib": ("/mib", 50, "--http-socket", 100, set(ENGINES)),
     "keepalive": ("/ka", 50, "--http11-socket", 100, set(ENGINES)),
     "c10k-keepalive": ("/wait?ka", 10000, "--http11-socket", 10000, WAITING),
+    "io": ("/io", 512, "--http11-socket", 1000, BLOCKING_IO),
 }
+# the C10K runs measure steady state: a ramp, then a window of at least this
+# many seconds, so the 1-s requests at the edges do not dominate
+C10K_SECONDS = 6
 
 
 def free_port() -> int:
@@ -85,23 +96,48 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def available(engine: str) -> bool:
+    server = ENGINES[engine][0]
+    if server == "tornado":
+        return True
+    return (VENV / "bin" / server).exists() if server in ("granian", "gunicorn") else Path(server).exists()
+
+
+def server_args(engine: str, workload: str, port: int) -> list[str]:
+    """The command line of one engine for one workload: one worker each."""
+    server, options, _ = ENGINES[engine]
+    path, connections, socket_opt, cores, _ = WORKLOADS[workload]
+    options = [o.format(cores=cores, connections=connections + 1000) for o in options]
+    if server == "tornado":
+        return [PY, str(APPS / "tornado_bench.py"), str(port)]
+    if server == "granian":
+        return [str(VENV / "bin" / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1", "--backlog", "4096", "--backpressure", str(max(connections, 1024)),
+                "--working-dir", str(APPS), *options, "wsgi_bench:application"]
+    if server == "gunicorn":
+        return [str(VENV / "bin" / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}", "--backlog", "4096",
+                "--keep-alive", "30", "--chdir", str(APPS), *options, "wsgi_bench:application"]
+    return [server, socket_opt, f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "wsgi_bench.py"),
+            "--virtualenv", str(VENV), "--disable-logging", "--listen", "4096",
+            "--max-fd", "20000", "--socket-timeout", "30", *options]
+
+
 class Server:
     def __init__(self, engine: str, workload: str, backend_url: str):
-        binary, options, app_engine = ENGINES[engine]
-        path, connections, socket_opt, cores, _ = WORKLOADS[workload]
         self.port = free_port()
-        env = dict(os.environ, ENGINE=app_engine, BACKEND_URL=backend_url, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, ENGINE=ENGINES[engine][2], BACKEND_URL=backend_url, PYTHONPATH=str(ROOT))
         self.log = open(RESULTS / f"server-{engine}.log.tmp", "wb")
-        if binary is None:
-            args = [PY, str(APPS / "tornado_bench.py"), str(self.port)]
-        else:
-            args = [binary, socket_opt, f"127.0.0.1:{self.port}", "--wsgi-file", str(APPS / "wsgi_bench.py"),
-                    "--virtualenv", str(VENV), "--disable-logging", "--listen", "4096",
-                    "--max-fd", "20000", "--socket-timeout", "30"]
-            args += [o.format(cores=cores) for o in options]
+        args = server_args(engine, workload, self.port)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         wait_port(self.port)
         time.sleep(0.3)
+
+    def worker_rss_kib(self) -> int:
+        """RSS of the one worker (the master's or the arbiter's child), or of the process."""
+        pid = self.proc.pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children")
+        children = kids.read_text().split() if kids.exists() else []
+        return rss_kib(int(children[0]) if children else pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -134,39 +170,45 @@ def parse_wrk(out: str) -> dict:
     return {"rps": rps, "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"), "errors": errors}
 
 
-def run_one(engine: str, workload: str, seconds: int, backend_url: str) -> dict:
+def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k_seconds: int) -> dict:
     path, connections, _, _, _ = WORKLOADS[workload]
     server = Server(engine, workload, backend_url)
     try:
         url = f"http://127.0.0.1:{server.port}{path}"
         threads = 2 if connections > 1000 else 1
+        idle_kib = server.worker_rss_kib()
         if connections > 1000:  # ramp the connections up first: the kernel backlog is 4096
-            subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", "-d1s", "--timeout", "10s", url],
+            seconds = max(seconds, c10k_seconds)
+            ramp = 2 if seconds >= C10K_SECONDS else 1
+            subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{ramp}s", "--timeout", "10s", url],
                            capture_output=True, timeout=60)
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-                              "--latency", url], capture_output=True, text=True, timeout=seconds + 60).stdout
+        wrk = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                                "--latency", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(seconds / 2)  # every connection has a request in flight by now
+        busy_kib = server.worker_rss_kib()
+        out, _ = wrk.communicate(timeout=seconds + 60)
         result = parse_wrk(out)
-        pid = server.proc.pid
-        kids = Path(f"/proc/{pid}/task/{pid}/children")
-        worker = int(kids.read_text().split()[0]) if kids.exists() and kids.read_text().split() else pid
-        result["rss_kib"] = rss_kib(worker)
+        result["rss_kib"] = busy_kib
+        # what one request in flight costs: (RSS under load - RSS idle) / connections
+        result["kib_per_request"] = round((busy_kib - idle_kib) / connections, 1) if connections > 1000 else None
         return result
     except Exception as exc:  # noqa: BLE001 - a broken engine is a result, not the end of the run
         return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1, "rss_kib": 0,
-                "failure": repr(exc)}
+                "kib_per_request": None, "failure": repr(exc)}
     finally:
         server.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one short round of hello, keepalive and c10k")
+    parser.add_argument("--quick", action="store_true", help="one short round of hello, io and c10k")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args()
     rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
-    workloads = ["hello", "keepalive", "c10k"] if args.quick else list(WORKLOADS)
-    engines = [e for e in ENGINES if ENGINES[e][0] is None or Path(ENGINES[e][0]).exists()]
+    workloads = ["hello", "io", "c10k"] if args.quick else list(WORKLOADS)
+    c10k_seconds = 4 if args.quick else C10K_SECONDS
+    engines = [e for e in ENGINES if available(e)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -183,7 +225,7 @@ def main() -> int:
                 for engine in engines:
                     if engine not in WORKLOADS[workload][4]:
                         continue
-                    result = run_one(engine, workload, seconds, backend_url)
+                    result = run_one(engine, workload, seconds, backend_url, c10k_seconds)
                     samples[workload][engine].append(result)
                     print(f"round {r + 1} {workload:9} {engine:18} {result['rps']:10.0f} req/s"
                           f"{'  ' + result['failure'] if 'failure' in result else ''}", flush=True)
@@ -197,9 +239,14 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
                    f"{platform.python_version()}, Linux {platform.release()}",
         "rounds": rounds, "seconds": seconds, "duration_s": round(time.monotonic() - started),
-        "note": "hello/c10k/proxy/1mib on --http-socket (the app sends Connection: close), "
-                "keepalive and c10k-keepalive on --http11-socket; pure Tornado keeps connections alive only in "
-                "those two; c10k: 10,000 connections each waiting 1 s in the app, --tornado/--gevent/--async 10000",
+        "note": "one worker per engine; hello/c10k/proxy/1mib on --http-socket, keepalive, c10k-keepalive and "
+                "io on --http11-socket (Granian and gunicorn keep connections alive where the client does; "
+                "pure Tornado only in keepalive, c10k-keepalive and io); c10k: 10,000 connections each waiting "
+                "1 s in the app (--tornado/--gevent/--async 10000, gunicorn --worker-connections 11000), "
+                f"measured over {c10k_seconds} s after a warm-up run; io: 512 connections, each request waits "
+                "10 ms (ours: the glue's sleep(), uWSGI gevent: gevent.sleep(), Granian: time.sleep() in its "
+                "blocking threads, gunicorn -k gevent: the patched time.sleep()); Granian 2.8.7 with its default "
+                "blocking threads and with --blocking-threads 512, gunicorn 27.0.1 -k gevent",
         "results": table,
     }
     name = "quick" if args.quick else "latest"
@@ -224,6 +271,8 @@ def summarize(samples: dict) -> dict:
                 key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms", "rss_kib")
             }
             table[workload][engine]["errors"] = sum(r["errors"] for r in runs)
+            per_request = [r["kib_per_request"] for r in runs if r.get("kib_per_request") is not None]
+            table[workload][engine]["kib_per_request"] = statistics.median(per_request) if per_request else None
         ours = table[workload].get("ours", {}).get("rps", 0)
         for engine, row in table[workload].items():
             # an engine that failed the workload (errors, < 1 req/s) has no meaningful ratio
@@ -236,24 +285,30 @@ def print_table(report: dict) -> None:
     print(f"\n{report['date']} - {report['machine']} - median of {report['rounds']} round(s) of {report['seconds']} s")
     for workload, rows in report["results"].items():
         print(f"\n{workload}")
-        print(f"  {'engine':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS KiB':>9} {'errors':>7} {'ours/x':>7}")
+        print(f"  {'engine':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS KiB':>9} {'KiB/req':>8} "
+              f"{'errors':>7} {'ours/x':>7}")
         for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
             ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
+            per_request = "-" if row.get("kib_per_request") is None else f"{row['kib_per_request']:.1f}"
             print(f"  {engine:18} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
-                  f"{row['rss_kib']:9.0f} {row['errors']:7d} {ratio:>7}")
+                  f"{row['rss_kib']:9.0f} {per_request:>8} {row['errors']:7d} {ratio:>7}")
 
 
 def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
     """Put the table between the bench markers of README.rst."""
     lines = [f"Measured {report['date']} on {report['machine']}: median of {report['rounds']} interleaved "
              f"rounds of {report['seconds']} s (``wrk``); {report['note']}. ``ours/x`` is our requests/second "
-             "divided by that engine's, in the same run; ``-``: the engine failed the workload.", ""]
+             "divided by that engine's, in the same run; ``-``: the engine failed the workload. "
+             "Worker RSS is sampled half way through the run; ``KiB/req`` (C10K only) is "
+             "(that RSS - the idle worker's RSS) / connections.", ""]
     for workload, rows in report["results"].items():
-        lines += [f".. csv-table:: {workload}", "   :header: engine, req/s, p50 ms, p99 ms, worker RSS KiB, errors, ours/x", ""]
+        lines += [f".. csv-table:: {workload}",
+                  "   :header: engine, req/s, p50 ms, p99 ms, worker RSS KiB, KiB/req, errors, ours/x", ""]
         for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
             ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
+            per_request = "-" if row.get("kib_per_request") is None else f"{row['kib_per_request']:.1f}"
             lines.append(f"   {engine}, {row['rps']:.0f}, {row['p50_ms']:.2f}, {row['p99_ms']:.2f}, "
-                         f"{row['rss_kib']:.0f}, {row['errors']}, {ratio}")
+                         f"{row['rss_kib']:.0f}, {per_request}, {row['errors']}, {ratio}")
         lines.append("")
     text = readme.read_text()
     start, end = ".. bench-table-start", ".. bench-table-end"
@@ -263,21 +318,36 @@ def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
 
 
 def chart(report: dict, path: Path) -> None:
+    """One panel per workload: ours / each other engine (bars right of 1.0:
+    we are faster); engines that failed the workload are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     workloads = list(report["results"])
-    fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4), squeeze=False)
-    for ax, workload in zip(axes[0], workloads):
-        rows = sorted(report["results"][workload].items(), key=lambda kv: -kv[1]["rps"])
+    cols = min(4, len(workloads))
+    nrows = (len(workloads) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(workloads):]:
+        ax.axis("off")
+    for ax, workload in zip(axes.flat, workloads):
+        rows = [(e, r) for e, r in report["results"][workload].items() if e != "ours"]
+        rows.sort(key=lambda kv: -(kv[1]["ours_ratio"] or 1e9))
         names = [e for e, _ in rows]
-        ax.barh(names, [r["rps"] for _, r in rows], color=["tab:red" if n.startswith("ours") else "tab:gray" for n in names])
+        ratios = [r["ours_ratio"] or 0.0 for _, r in rows]
+        colors = ["tab:gray" if r["ours_ratio"] is None else "tab:green" if r["ours_ratio"] >= 1 else "tab:red"
+                  for _, r in rows]
+        bars = ax.barh(names, ratios, color=colors)
+        for bar, (_, r) in zip(bars, rows):
+            label = "failed" if r["ours_ratio"] is None else f"{r['ours_ratio']:.2f}x"
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + label, va="center", fontsize=7)
+        ax.axvline(1.0, color="black", linewidth=0.8)
         ax.invert_yaxis()
-        ax.set_title(workload)
-        ax.set_xlabel("requests/s")
-        ax.tick_params(axis="y", labelsize=8)
+        ours = report["results"][workload].get("ours", {}).get("rps", 0)
+        ax.set_title(f"{workload}: ours {ours:,.0f} req/s", fontsize=9)
+        ax.set_xlabel("ours / engine (req/s)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"make bench, {report['date']}, {report['machine']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

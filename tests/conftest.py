@@ -267,6 +267,56 @@ def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> 
     return seen
 
 
+class Dribbler:
+    """A client that sends one header line every `interval` seconds and never
+    finishes its request head; with `reconnect` it comes back as soon as the
+    server closes it. Runs in a thread until stop() or `limit` seconds."""
+
+    def __init__(self, port: int, interval: float, reconnect: bool = False, limit: float = 30) -> None:
+        self.port = port
+        self.interval = interval
+        self.reconnect = reconnect
+        self.limit = limit
+        self.closed_after: list[float] = []  # seconds from connect to the server's close
+        self.connections = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=self.limit)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            self.connections += 1
+            started = time.monotonic()
+            s.settimeout(self.interval)
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\n")
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        if s.recv(100) == b"":
+                            break  # closed by the server
+                    except socket.timeout:
+                        s.sendall(b"X-Dribble: 1\r\n")
+                else:
+                    return
+            except OSError:
+                pass  # reset by the server: closed too
+            finally:
+                s.close()
+            self.closed_after.append(time.monotonic() - started)
+            if not self.reconnect:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(self.limit)
+
+
 class Load:
     """Client threads sending requests in a loop until stopped (bounded by
     `limit` seconds): counts answers per worker PID and failures."""

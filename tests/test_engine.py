@@ -289,6 +289,78 @@ def test_keep_alive_connection_is_closed_when_the_app_fails_before_responding(uw
     assert http_get(server.port, "/") == (200, b"Hello World")
 
 
+def read_until_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_response_without_content_length_on_http11_is_closed_right_after_its_body(uwsgi):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /nolength HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = read_until_close(s)
+        assert time.monotonic() - started < 1
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"no length"
+    assert b"\r\nConnection: close" in head
+
+
+def test_200_generator_responses_without_content_length_over_http11_finish_at_once(uwsgi):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    started = time.monotonic()
+    with requests.Session() as session:
+        for _ in range(200):
+            r = session.get(f"{server.url}/generator", timeout=5)
+            assert r.status_code == 200 and r.content == b"onetwothree"
+    assert time.monotonic() - started < 5
+
+
+def test_a_204_without_content_length_keeps_the_connection_alive(uwsgi):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 204") and b"Connection: close" not in head
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body, _ = read_response(s, b"")
+        assert body == b"Hello World"
+
+
+@pytest.mark.parametrize("request_header, path", [(b"Connection: close\r\n", b"/"), (b"", b"/close")])
+def test_connection_close_from_either_side_closes_after_the_response(uwsgi, request_header, path):
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        started = time.monotonic()
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + request_header + b"\r\n")
+        data = read_until_close(s)
+        assert time.monotonic() - started < 1
+    assert data.startswith(b"HTTP/1.1 200") and data.count(b"Connection: close") == 1
+
+
+def test_http_socket_tells_http11_clients_it_closes_so_a_pooled_client_loses_nothing(uwsgi):
+    server = uwsgi("basic.py", "--processes", "2", workers=2)
+    failures = []
+
+    def client(i: int) -> None:
+        with requests.Session() as session:  # reuses connections unless told they close
+            for n in range(100):
+                body = b"%d-%d" % (i, n)
+                try:
+                    r = session.post(f"{server.url}/post", data=body, timeout=5)
+                    assert r.headers["Connection"] == "close"
+                    assert r.text == "%d %s" % (len(body), hashlib.sha256(body).hexdigest())
+                except (requests.RequestException, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    parallel(client, 8)
+    assert failures == []
+
+
 def test_idle_keep_alive_connection_costs_no_cpu_and_is_closed_after_the_timeout(uwsgi):
     server = uwsgi("basic.py", "--socket-timeout", "2", socket_opt="--http11-socket")
     pid = server.worker_pids()[0]

@@ -31,6 +31,12 @@ class Wait(tornado.web.RequestHandler):
         self.write(HELLO)
 
 
+class Io(tornado.web.RequestHandler):
+    async def get(self):
+        await asyncio.sleep(0.01)
+        self.write(HELLO)
+
+
 class Proxy(tornado.web.RequestHandler):
     async def get(self):
         response = await AsyncHTTPClient().fetch(BACKEND)
@@ -45,7 +51,7 @@ class Mib(tornado.web.RequestHandler):
 
 
 async def main(port):
-    app = tornado.web.Application([(r"/hello", Hello), (r"/ka", KeepAlive), (r"/wait", Wait),
+    app = tornado.web.Application([(r"/hello", Hello), (r"/ka", KeepAlive), (r"/wait", Wait), (r"/io", Io),
                                    (r"/proxy", Proxy), (r"/mib", Mib)])
     app.listen(port, "127.0.0.1", backlog=4096)
     await asyncio.Event().wait()

@@ -4,12 +4,16 @@ each engine's own idiom where the workload needs waiting (ENGINE says which).
   /hello   12 bytes, Connection: close (uWSGI's --http-socket closes anyway)
   /ka      12 bytes for the keep-alive runs (--http11-socket)
   /wait    waits 1 s on the event loop (C10K)
+  /io      waits 10 ms, keep-alive: a request doing a little blocking-style I/O
   /proxy   awaits an AsyncHTTPClient fetch from BACKEND_URL
   /mib     a 1 MiB response
 """
 import functools
 import os
 
+# tornado (ours), upstream, gevent (uWSGI's), async, ugreen, sync; threads
+# (Granian: each request in a blocking thread) and patched (gunicorn -k gevent,
+# which monkey-patches time.sleep) wait with time.sleep
 ENGINE = os.environ.get("ENGINE", "tornado")
 BACKEND = os.environ.get("BACKEND_URL", "http://127.0.0.1:9191/")
 HELLO = b"Hello World\n"
@@ -27,6 +31,8 @@ if ENGINE == "gevent":
     import gevent
 if ENGINE in ("async", "ugreen"):
     import uwsgi
+if ENGINE in ("threads", "patched"):
+    import time
 
 
 def _on_fetch(me, future):
@@ -38,17 +44,19 @@ def _wake(me):
     me.switch()
 
 
-def wait_one_second():
+def wait_seconds(seconds):
     if ENGINE == "tornado":
-        ext_sleep(1.0)
+        ext_sleep(seconds)
     elif ENGINE == "upstream":
         # the upstream docs' pattern: a timer on the IOLoop, switch back from it
         me = greenlet.getcurrent()
-        handle = IOLoop.current().call_later(1.0, _wake, me)
+        handle = IOLoop.current().call_later(seconds, _wake, me)
         me.parent.switch()
         IOLoop.current().remove_timeout(handle)
     elif ENGINE == "gevent":
-        gevent.sleep(1.0)
+        gevent.sleep(seconds)
+    elif ENGINE in ("threads", "patched"):
+        time.sleep(seconds)
 
 
 def fetch():
@@ -72,6 +80,9 @@ def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/ka":
         return respond(start_response, HELLO, close=False)
+    if path == "/io":
+        wait_seconds(0.01)
+        return respond(start_response, HELLO, close=False)
     if path == "/mib":
         return respond(start_response, MIB)
     if path == "/proxy":
@@ -79,7 +90,7 @@ def application(environ, start_response):
     if path == "/wait":
         if ENGINE in ("async", "ugreen"):
             return uwsgi_async_wait(start_response)
-        wait_one_second()
+        wait_seconds(1.0)
         return respond(start_response, HELLO, close=environ.get("QUERY_STRING") != "ka")
     return respond(start_response, HELLO)
 

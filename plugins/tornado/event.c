@@ -186,6 +186,52 @@ static PyObject *py_tw_on_ready(PyObject *self, PyObject *unused) {
 
 /* ---- the epoll ---- */
 
+/*
+ * Handlers: everything in the epoll that is not a core's wait (listen
+ * sockets, signal sockets, the core async API's queue, the wake pipe) is
+ * registered here by the file that owns it, with the function to call when
+ * the fd is readable. The event layer knows nothing of them beyond that.
+ */
+struct tw_handler {
+	int fd;
+	tw_fd_handler fn;
+	void *data;
+	int watched;
+};
+
+static struct tw_handler *handlers;
+static int handlers_len;
+
+int tw_handler_new(int fd, tw_fd_handler fn, void *data) {
+	if (handlers_len >= (int) (TW_ID_HANDLER_MAX - TW_ID_HANDLER)) return -1;
+	struct tw_handler *grown = realloc(handlers, sizeof(struct tw_handler) * (handlers_len + 1));
+	if (!grown) return -1;
+	handlers = grown;
+	handlers[handlers_len] = (struct tw_handler) {.fd = fd, .fn = fn, .data = data, .watched = 0};
+	return handlers_len++;
+}
+
+int tw_handler_watch(int id) {
+	struct tw_handler *h = &handlers[id];
+	if (h->watched) return 0;
+	if (tw_watch(h->fd, TW_READ, TW_TAG(TW_ID_HANDLER + (uint32_t) id, 0))) return -1;
+	h->watched = 1;
+	return 0;
+}
+
+void tw_handler_unwatch(int id) {
+	struct tw_handler *h = &handlers[id];
+	if (!h->watched) return;
+	tw_unwatch(h->fd);
+	h->watched = 0;
+}
+
+/* register and watch for good (no data): -1 with errno on failure */
+int tw_watch_handler(int fd, tw_fd_handler fn) {
+	int id = tw_handler_new(fd, fn, NULL);
+	return id < 0 ? -1 : tw_handler_watch(id);
+}
+
 static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 	int n = epoll_wait(utornado.epfd, utornado.events, utornado.nevents, 0);
 	if (n < 0) {
@@ -197,7 +243,7 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 		uint64_t tag = utornado.events[i].data.u64;
 		uint32_t id = (uint32_t) tag;
 		uint32_t gen = (uint32_t) (tag >> 32);
-		if (id < TW_ID_LISTEN) {
+		if (id < TW_ID_HANDLER) {
 			uint32_t core_id = id & ~TW_ID_SLOT1;
 			if (core_id >= (uint32_t) utornado.cores) continue;
 			struct tw_core *c = &utornado.core[core_id];
@@ -205,20 +251,10 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 			c->woken_by = c->fds[(id & TW_ID_SLOT1) ? 1 : 0];
 			tw_wake(c, gen);
 		}
-		else if (id >= TW_ID_LISTEN && id < TW_ID_LEGACY) {
-			tw_on_listen_event(id - TW_ID_LISTEN);
-		}
-		else if (id == TW_ID_LEGACY) {
-			tw_on_legacy_event();
-		}
-		else if (id == TW_ID_SIGNAL) {
-			tw_on_signal_event(uwsgi.signal_socket);
-		}
-		else if (id == TW_ID_MYSIGNAL) {
-			tw_on_signal_event(uwsgi.my_signal_socket);
-		}
-		else if (id == TW_ID_WAKE) {
-			tw_on_wake_event();
+		else if (id - TW_ID_HANDLER < (uint32_t) handlers_len) {
+			struct tw_handler *h = &handlers[id - TW_ID_HANDLER];
+			/* unwatched by an earlier handler of this batch */
+			if (h->watched) h->fn(h->fd, h->data);
 		}
 	}
 	Py_RETURN_NONE;
@@ -408,18 +444,32 @@ int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t t
 	c->woken_by = -1;
 	c->wsgi_req->async_timed_out = 0;
 
+	/* a wait for the client never outlasts the request's own deadline (deadlines.c) */
+	uint64_t limit = fd0 >= 0 ? tw_request_deadline(c, fd0, events) : 0;
+	uint64_t deadline = 0;
+	if (timeout_ms > 0 || limit) {
+		uint64_t now = tw_now_ns();
+		if (timeout_ms > 0) deadline = now + (uint64_t) timeout_ms * 1000000ULL;
+		if (limit && (!deadline || limit < deadline)) deadline = limit;
+		if (deadline <= now) {
+			c->timed_out = 1;
+			goto timed_out;
+		}
+	}
+
 	if ((fd0 >= 0 && watch_core_fd(c, 0, fd0, events)) || (fd1 >= 0 && watch_core_fd(c, 1, fd1, events))) {
 		uwsgi_error("[tornado] watching an fd for a wait");
 		goto end;
 	}
-	if (timeout_ms > 0) {
-		tw_timer_start(c, tw_now_ns() + (uint64_t) timeout_ms * 1000000ULL);
+	if (deadline) {
+		tw_timer_start(c, deadline);
 	}
 	else if (fd0 < 0 && fd1 < 0 && !c->legacy) {
 		tw_resume_soon(c);
 	}
 
 	if (tw_suspend(c)) goto end;   /* an exception was thrown in: left set for the caller */
+timed_out:
 	ret = c->timed_out ? 0 : 1;
 	if (c->timed_out) c->wsgi_req->async_timed_out = 1;
 end:

@@ -177,9 +177,9 @@ static void tw_schedule_to_main(struct wsgi_request *wsgi_req) {
 }
 
 /* uwsgi.async_queue got events: wake the cores that registered those fds */
-void tw_on_legacy_event(void) {
+static void tw_on_legacy_event(int queue, void *unused) {
 	struct epoll_event events[16];
-	int n = epoll_wait(uwsgi.async_queue, events, 16, 0);
+	int n = epoll_wait(queue, events, 16, 0);
 	int i;
 	for (i = 0; i < n; i++) {
 		int fd = events[i].data.fd;
@@ -203,7 +203,7 @@ int tw_legacy_init(void) {
 	uwsgi.rb_async_timeouts = uwsgi_init_rb_timer();
 	uwsgi.async_waiting_fd_table = uwsgi_calloc(sizeof(struct wsgi_request *) * uwsgi.max_fd);
 	uwsgi.async_proto_fd_table = uwsgi_calloc(sizeof(struct wsgi_request *) * uwsgi.max_fd);
-	return tw_watch(uwsgi.async_queue, TW_READ, TW_TAG(TW_ID_LEGACY, 0));
+	return tw_watch_handler(uwsgi.async_queue, tw_on_legacy_event);
 }
 
 /* ---- uwsgi.async_sleep ---- */

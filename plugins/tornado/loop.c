@@ -134,14 +134,17 @@ static void tw_serve_one(struct tw_core *c) {
 
 	/* a fresh contextvars context per request, as a new greenlet would have */
 	if (PyObject_SetAttr(c->greenlet, utornado.str_gr_context, Py_None)) PyErr_Clear();
+	c->close_after = 0;
 
 	for (;;) {
 		int status = wsgi_req->socket->proto(wsgi_req);
 		if (status == UWSGI_OK) break;
 		if (status < 0) goto broken;
-		/* bounded by --socket-timeout: a silent client loses its core */
+		/* bounded by --socket-timeout per read and by the head deadline
+		 * (deadlines.c) overall: a silent or dribbling client loses its core */
 		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
 	}
+	tw_head_end(c);
 
 	c->running_since = uwsgi_now();
 	tw_harakiri_update();
@@ -163,19 +166,20 @@ done:
 #endif
 	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
-	/* nothing sent at all (the app failed before start_response): a kept-alive
-	 * client would wait forever for a response that will not come */
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
 	c->running_since = 0;
 	tw_harakiri_update();
-	if (!answered) tw_drop_keepalive(sock, c->id);
+	/* not answered at all (a kept-alive client would wait forever for a
+	 * response that will not come), or answered without framing (keepalive.c) */
+	if (!answered || c->close_after) tw_drop_keepalive(sock, c->id);
 	return;
 
 broken:
 	/* the client went away, timed out or sent garbage before a request
 	 * existed: nothing to log or account, just free what parsing took */
+	tw_head_end(c);
 	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
 	uwsgi_destroy_request(wsgi_req);
@@ -186,17 +190,20 @@ static void tw_serve(struct tw_core *c) {
 	struct wsgi_request *wsgi_req = c->wsgi_req;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	int id = c->id;
+	tw_head_begin(c);
 	for (;;) {
 		tw_serve_one(c);
 		/* --http11-socket keeps the connection in sock->retry[core] */
 		if (!sock->retry || !sock->retry[id] || utornado.draining) break;
 		wsgi_req_setup(wsgi_req, id, sock);
-		/* waits (in this greenlet) for the next request, up to --socket-timeout;
-		 * a drain ends the wait early (tw_drain) */
-		c->idle = 1;
+		/* waits (in this greenlet) for the next request, up to --socket-timeout
+		 * and the head deadline; shedding and a drain end the wait early */
+		tw_head_begin(c);
 		int refused = wsgi_req_simple_accept(wsgi_req, sock->fd);
-		c->idle = 0;
-		if (refused) break;
+		if (refused) {
+			tw_head_end(c);
+			break;
+		}
 		uwsgi.workers[uwsgi.mywid].cores[id].in_request = 1;
 		wsgi_req->start_of_request = uwsgi_micros();
 		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
@@ -249,20 +256,20 @@ static void tw_core_start(struct tw_core *c) {
 
 /* ---- accept ---- */
 
-static struct uwsgi_socket *tw_socket_by_index(uint32_t index) {
-	struct uwsgi_socket *sock = uwsgi.sockets;
-	while (sock && index--) sock = sock->next;
-	return sock;
-}
+/* handler ids of the listen sockets (tw_handler_new), -1 for closed ones */
+static int *listen_handlers;
+static int listen_count;
 
 /* A listen socket is readable: accept while there are free cores. */
-void tw_on_listen_event(uint32_t index) {
-	struct uwsgi_socket *sock = tw_socket_by_index(index);
-	if (!sock || !utornado.accepting) return;
+static void tw_on_listen(int fd, void *data) {
+	struct uwsgi_socket *sock = data;
 	while (utornado.accepting) {
 		struct wsgi_request *wsgi_req = find_first_available_wsgi_req();
 		if (!wsgi_req) {
-			/* every core is busy: the backlog holds the rest until one frees */
+			/* every core is busy and a connection waits: make room by closing
+			 * the oldest connection that has not sent a request (deadlines.c) */
+			if (tw_shed_oldest_head()) continue;
+			/* none: the backlog holds the rest until a core frees */
 			tw_accept_pause();
 			return;
 		}
@@ -282,17 +289,26 @@ void tw_on_listen_event(uint32_t index) {
 	}
 }
 
+static void tw_listen_init(void) {
+	struct uwsgi_socket *sock;
+	for (sock = uwsgi.sockets; sock; sock = sock->next) listen_count++;
+	listen_handlers = uwsgi_malloc(sizeof(int) * (listen_count > 0 ? listen_count : 1));
+	int i = 0;
+	for (sock = uwsgi.sockets; sock; sock = sock->next, i++) {
+		listen_handlers[i] = sock->fd < 0 ? -1 : tw_handler_new(sock->fd, tw_on_listen, sock);
+		if (sock->fd >= 0 && listen_handlers[i] < 0) {
+			uwsgi_log("[tornado] unable to register a listen socket\n");
+			exit(1);
+		}
+	}
+}
+
 static void tw_listen_sockets(int add) {
-	struct uwsgi_socket *sock = uwsgi.sockets;
-	uint32_t i = 0;
-	for (; sock; sock = sock->next, i++) {
-		if (sock->fd < 0) continue;
-		if (add) {
-			if (tw_watch(sock->fd, TW_READ, TW_TAG(TW_ID_LISTEN + i, 0))) uwsgi_error("[tornado] watching a listen socket");
-		}
-		else {
-			tw_unwatch(sock->fd);
-		}
+	int i;
+	for (i = 0; i < listen_count; i++) {
+		if (listen_handlers[i] < 0) continue;
+		if (!add) tw_handler_unwatch(listen_handlers[i]);
+		else if (tw_handler_watch(listen_handlers[i])) uwsgi_error("[tornado] watching a listen socket");
 	}
 }
 
@@ -365,6 +381,8 @@ void tw_loop(void) {
 	tw_hooks_install();
 	tw_replace_module_functions();
 	tw_signals_init();
+	tw_keepalive_init();
+	tw_listen_init();
 
 	tw_accept_resume();
 	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);

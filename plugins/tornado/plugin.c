@@ -17,6 +17,9 @@ static void tw_opt_tornado(char *opt, char *value, void *unused) {
 static struct uwsgi_option tw_options[] = {
 	{"tornado", required_argument, 0, "run the tornado loop engine with the specified number of async cores (needs --greenlet)", tw_opt_tornado, NULL, UWSGI_OPT_THREADS},
 	{"tornado-uvloop", no_argument, 0, "run the tornado loop engine on a uvloop event loop (when the app did not create a loop before fork)", uwsgi_opt_true, &utornado.uvloop, 0},
+	{"tornado-head-timeout", required_argument, 0, "close a connection that has not sent a complete request head within this many seconds of its accept or previous request (default 15, 0: off)", uwsgi_opt_set_int, &utornado.head_timeout, 0},
+	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},
+	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -42,6 +45,10 @@ static void tw_post_init(void) {
 		uwsgi_log("the tornado loop engine needs at least 2 async cores: use --tornado <cores> (e.g. --tornado 100)\n");
 		exit(1);
 	}
+	if (utornado.head_timeout < 0 || utornado.body_timeout < 0 || utornado.body_min_rate < 0) {
+		uwsgi_log("--tornado-head-timeout, --tornado-body-timeout and --tornado-body-min-rate take a number >= 0\n");
+		exit(1);
+	}
 	/* a silent client holds a core until --socket-timeout: gevent's default of
 	 * 30 s unless the operator chose a value */
 	if (!uwsgi_get_exported_opt("socket-timeout") && uwsgi.socket_timeout < 30) {
@@ -57,6 +64,7 @@ static void tw_postinit_apps(void) {
 }
 
 static void tw_on_load(void) {
+	tw_deadlines_defaults();
 	uwsgi_register_loop("tornado", tw_loop);
 }
 

@@ -40,7 +40,7 @@ static PyObject *tw_signal_run(PyObject *self, PyObject *unused) {
 static PyMethodDef tw_signal_run_def = {"uwsgi_tornado_signal", tw_signal_run, METH_NOARGS, "run one uWSGI signal handler"};
 
 /* A uWSGI signal is waiting on fd: run its handler in a new greenlet. */
-void tw_on_signal_event(int fd) {
+static void tw_on_signal(int fd, void *unused) {
 	PyObject *py_fd = NULL, *run = NULL, *gl = NULL, *ret = NULL;
 	py_fd = PyLong_FromLong(fd);
 	if (!py_fd) goto err;
@@ -97,21 +97,15 @@ void tw_harakiri_update(void) {
 	}
 }
 
-/* From the hub: end the waits of idle keep-alive connections, so a draining
- * worker does not wait --socket-timeout for clients that send nothing. */
+/* From the hub: close the connections that have not sent a complete request
+ * (idle keep-alive ones, slow or silent clients), so a draining worker waits
+ * only for the requests that arrived. */
 static PyObject *tw_close_idle(PyObject *self, PyObject *unused) {
-	int i;
-	for (i = 0; i < utornado.cores; i++) {
-		struct tw_core *c = &utornado.core[i];
-		if (c->idle && c->suspended) {
-			c->timed_out = 1;
-			tw_wake(c, c->gen);
-		}
-	}
+	tw_close_heads();
 	Py_RETURN_NONE;
 }
 
-static PyMethodDef tw_close_idle_def = {"uwsgi_tornado_close_idle", tw_close_idle, METH_NOARGS, "close idle keep-alive connections"};
+static PyMethodDef tw_close_idle_def = {"uwsgi_tornado_close_idle", tw_close_idle, METH_NOARGS, "close connections without a request"};
 
 /* Stop accepting; exit once the last request in flight is done. */
 void tw_drain(void) {
@@ -151,9 +145,9 @@ void tw_core_released(void) {
 	if (!utornado.accepting) tw_accept_resume();
 }
 
-void tw_on_wake_event(void) {
+static void tw_on_wake(int fd, void *unused) {
 	char bytes[64];
-	ssize_t n = read(wake_pipe[0], bytes, sizeof(bytes));
+	ssize_t n = read(fd, bytes, sizeof(bytes));
 	ssize_t i;
 	for (i = 0; i < n; i++) {
 		int signum = bytes[i];
@@ -195,14 +189,14 @@ static PyMethodDef tw_periodic_def = {"uwsgi_tornado_periodic", tw_periodic, MET
 void tw_signals_init(void) {
 	utornado.exit_code = UWSGI_RELOAD_CODE;
 	if (uwsgi.signal_socket > -1) {
-		if (tw_watch(uwsgi.signal_socket, TW_READ, TW_TAG(TW_ID_SIGNAL, 0))) uwsgi_error("[tornado] watching signal_socket");
-		if (tw_watch(uwsgi.my_signal_socket, TW_READ, TW_TAG(TW_ID_MYSIGNAL, 0))) uwsgi_error("[tornado] watching my_signal_socket");
+		if (tw_watch_handler(uwsgi.signal_socket, tw_on_signal)) uwsgi_error("[tornado] watching signal_socket");
+		if (tw_watch_handler(uwsgi.my_signal_socket, tw_on_signal)) uwsgi_error("[tornado] watching my_signal_socket");
 	}
 	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK)) {
 		uwsgi_error("[tornado] pipe2()");
 		exit(1);
 	}
-	if (tw_watch(wake_pipe[0], TW_READ, TW_TAG(TW_ID_WAKE, 0))) {
+	if (tw_watch_handler(wake_pipe[0], tw_on_wake)) {
 		uwsgi_error("[tornado] watching the wake pipe");
 		exit(1);
 	}

@@ -13,6 +13,10 @@
  *   hooks.c    uWSGI's wait/suspend hooks and the core async API
  *              (uwsgi.async_sleep, wait_fd_read/write, suspend) on event.c
  *   signals.c  uWSGI signals, graceful reload and shutdown
+ *   deadlines.c slow clients: the request-head deadline, the minimum body
+ *              rate, shedding connections that have not sent a request
+ *   keepalive.c whether an HTTP connection stays open after a response
+ *              (closes what has no framing, says Connection: close)
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -35,16 +39,17 @@
 #define TW_READ  EPOLLIN
 #define TW_WRITE EPOLLOUT
 
-/* epoll tags: the low 32 bits say who registered, the high 32 bits carry the
+/* epoll tags: the low 32 bits say who registered (a core's wait, or a
+ * handler registered with tw_handler_new), the high 32 bits carry the
  * generation of the core's wait, so an event that belongs to a finished wait
  * is recognised and dropped. */
 #define TW_ID_SLOT1   0x40000000u   /* core id | this: the wait's second fd */
-#define TW_ID_LISTEN  0x80000000u   /* + index of the uWSGI socket */
-#define TW_ID_LEGACY  0xfffffff0u   /* uwsgi.async_queue: the core async API */
-#define TW_ID_SIGNAL  0xfffffff1u   /* uwsgi.signal_socket */
-#define TW_ID_MYSIGNAL 0xfffffff2u  /* uwsgi.my_signal_socket */
-#define TW_ID_WAKE    0xfffffff3u   /* the pipe Unix signal handlers write to */
+#define TW_ID_HANDLER 0x80000000u   /* + handler id */
+#define TW_ID_HANDLER_MAX 0xffffffffu
 #define TW_TAG(id, gen) (((uint64_t) (gen) << 32) | (uint32_t) (id))
+
+/* called from the hub when a registered fd is readable */
+typedef void (*tw_fd_handler)(int fd, void *data);
 
 /* One per async core, allocated once per worker. */
 struct tw_core {
@@ -65,14 +70,23 @@ struct tw_core {
 	uint32_t queued_gen;
 	struct tw_core *next_ready;
 	int busy;               /* owns a connection */
-	int idle;               /* waiting for the next request of a keep-alive connection */
 	time_t running_since;   /* the app runs a request since then (0: it does not) */
+	/* deadlines.c: a connection that has not delivered its request head yet
+	 * (new, or kept alive between requests) is on the heads list, oldest first */
+	uint64_t head_deadline; /* monotonic ns; 0: not waiting for a request head */
+	uint64_t body_since;    /* monotonic ns: when the head was complete */
+	struct tw_core *head_prev;
+	struct tw_core *head_next;
+	int close_after;        /* keepalive.c: close the connection after this response */
 };
 
 struct uwsgi_tornado {
 	/* options */
 	int cores;
 	int uvloop;                   /* --tornado-uvloop */
+	int head_timeout;             /* --tornado-head-timeout (s, 0: off) */
+	int body_timeout;             /* --tornado-body-timeout (s) */
+	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
 
 	/* worker state */
 	int epfd;
@@ -82,6 +96,8 @@ struct uwsgi_tornado {
 	int busy;                     /* cores owning a connection */
 	int accepting;                /* listen sockets are in the epoll */
 	int draining;                 /* stop accepting, exit when busy drops to 0 */
+	struct tw_core *heads_first;  /* cores waiting for a request head, oldest first */
+	struct tw_core *heads_last;
 	int stopping;
 	int exit_code;
 
@@ -128,6 +144,10 @@ int tw_event_init(void);
 uint64_t tw_now_ns(void);
 int tw_watch(int fd, uint32_t events, uint64_t tag);
 void tw_unwatch(int fd);
+int tw_handler_new(int fd, tw_fd_handler fn, void *data);
+int tw_handler_watch(int id);
+void tw_handler_unwatch(int id);
+int tw_watch_handler(int fd, tw_fd_handler fn);
 void tw_timer_start(struct tw_core *, uint64_t deadline_ns);
 void tw_timer_stop(struct tw_core *);
 void tw_resume_soon(struct tw_core *);
@@ -141,7 +161,6 @@ void tw_check_suspend_engine(void);
 
 /* loop.c */
 void tw_loop(void);
-void tw_on_listen_event(uint32_t index);
 void tw_accept_pause(void);
 void tw_accept_resume(void);
 void tw_stop_loop(void);
@@ -149,18 +168,26 @@ void tw_stop_loop(void);
 /* hooks.c */
 void tw_hooks_install(void);
 int tw_legacy_init(void);
-void tw_on_legacy_event(void);
 struct tw_core *tw_current_core(void);
 int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms);
 void tw_replace_module_functions(void);
 
 /* signals.c */
 void tw_signals_init(void);
-void tw_on_signal_event(int fd);
-void tw_on_wake_event(void);
 void tw_run_atexit(void);
 void tw_drain(void);
 void tw_core_released(void);
 void tw_harakiri_update(void);
+
+/* deadlines.c */
+void tw_deadlines_defaults(void);
+void tw_head_begin(struct tw_core *);
+void tw_head_end(struct tw_core *);
+uint64_t tw_request_deadline(struct tw_core *, int fd, uint32_t events);
+int tw_shed_oldest_head(void);
+void tw_close_heads(void);
+
+/* keepalive.c */
+void tw_keepalive_init(void);
 
 #endif

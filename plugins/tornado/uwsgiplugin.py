@@ -18,4 +18,4 @@ CFLAGS = ['-I' + path for path in paths] + ['-Wall', '-Werror']
 LDFLAGS = []
 LIBS = []
 
-GCC_LIST = ['plugin', 'event', 'loop', 'hooks', 'signals']
+GCC_LIST = ['plugin', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'keepalive']

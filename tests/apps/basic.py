@@ -57,6 +57,14 @@ def application(environ, start_response):
         return text(start_response, "%d %s" % (len(body), hashlib.sha256(body).hexdigest()))
     if path == "/big":
         return big(environ, start_response)
+    if path == "/nolength":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"no length"]
+    if path == "/nocontent":
+        start_response("204 No Content", [])
+        return []
+    if path == "/upload":
+        return upload(environ, start_response)
     if path == "/ws":
         return websocket_echo(environ)
     return text(start_response, b"not found", "404 Not Found")
@@ -79,6 +87,15 @@ def generator_raising(start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     yield b"partial"
     raise RuntimeError("the body fails half way on purpose")
+
+
+def upload(environ, start_response):
+    """Read the whole body; a read error (a client too slow) is reported, not raised."""
+    try:
+        body = environ["wsgi.input"].read()
+    except OSError as exc:
+        return text(start_response, "read failed: %s" % exc, "400 Bad Request")
+    return text(start_response, "%d bytes" % len(body))
 
 
 def big(environ, start_response):
