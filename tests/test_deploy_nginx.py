@@ -46,6 +46,15 @@ def test_proxy_pass_keepalive_to_http11_socket_wrk_has_no_errors(uwsgi, nginx):
     assert 1 <= kept <= 2 * 64, kept  # idle in nginx's keep-alive caches (64 per nginx worker)
 
 
+def test_response_without_content_length_through_nginx_does_not_stall(uwsgi, nginx):
+    server = uwsgi("deploy.py", socket_opt="--http11-socket")
+    proxy = nginx("nginx-http11.conf", UWSGI_HTTP=f"127.0.0.1:{server.port}", TORNADO_HTTP=f"127.0.0.1:{free_port()}")
+    result = wrk(f"http://127.0.0.1:{proxy.port}/nolength", 3, connections=20, threads=2)
+    print(f"wrk through nginx, no Content-Length: {result.rps:.0f} req/s, {result.requests} requests")
+    assert result.errors == 0, result.output
+    assert result.requests >= 1000, result.output
+
+
 @pytest.mark.parametrize("path", ["/websocket", "/tornado/websocket"], ids=["uwsgi-websocket-api", "tornado-handler"])
 def test_websocket_echo_through_nginx(uwsgi, nginx, path):
     address = f"127.0.0.1:{free_port()}"
