@@ -9,13 +9,13 @@ UWSGI_VERSION := $(shell sed -n 's/^uwsgi==//p' requirements.txt)
 SDIST := $(BUILD)/uwsgi-$(UWSGI_VERSION).tar.gz
 SRC := $(BUILD)/uwsgi-$(UWSGI_VERSION)
 PLUGIN_FILES := $(wildcard plugins/tornado/*.c plugins/tornado/*.h) plugins/tornado/uwsgiplugin.py
-UWSGI := $(VENV)/bin/uwsgi
+VENV_UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=
 
-.PHONY: all plugin run test test-debug debug tools bench bench-quick soak clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug debug tools bench bench-quick soak clean distclean
 
-all: $(UWSGI)
+all: $(VENV_UWSGI)
 
 # ---- Python environment ----
 $(VENV)/.installed: requirements.txt
@@ -32,8 +32,9 @@ $(SRC)/.unpacked: requirements.txt | $(VENV)/.installed
 	rm -rf $(SRC) && tar -C $(BUILD) -xzf $(SDIST)
 	touch $@
 
-# build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): copy our plugin out
-# of tree (uWSGI leaves .o files next to the sources it compiles), then build
+# build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): keep the plugin
+# sources this build used next to its binary (uwsgiplugin.py compiles its own copy
+# in $(SRC)/tornado_plugin_build), then build
 define build_uwsgi
 	rm -rf $(1)/plugin && mkdir -p $(1)/plugin && cp -r plugins/tornado $(1)/plugin/
 	cd $(SRC) && CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER) $(2)" LDFLAGS="$(4)" \
@@ -51,7 +52,7 @@ $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/release,-O2,$(call EMBED,$(BUILD)/release))
 
 # the binary, plus uWSGI's uwsgidecorators module, as `pip install uwsgi` would
-$(UWSGI): $(BUILD)/release/uwsgi
+$(VENV_UWSGI): $(BUILD)/release/uwsgi
 	rm -f $@ && cp $< $@
 	cp $(SRC)/uwsgidecorators.py $$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/
 
@@ -69,7 +70,11 @@ STOCK := $(BUILD)/stock/uwsgi
 $(STOCK): $(SRC)/.unpacked buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/stock,-O2,greenlet)
 
+ifdef UWSGI
+plugin: plugin-for-binary
+else
 plugin: tornado_plugin.so
+endif
 
 tornado_plugin.so: $(STOCK) $(PLUGIN_FILES)
 	rm -rf $(BUILD)/plugin-so && mkdir -p $(BUILD)/plugin-so && cp -r plugins/tornado $(BUILD)/plugin-so/
@@ -77,6 +82,40 @@ tornado_plugin.so: $(STOCK) $(PLUGIN_FILES)
 		$(abspath $(STOCK)) --build-plugin "$(abspath $(BUILD))/plugin-so/tornado tornado" \
 		> $(abspath $(BUILD))/plugin-so/build.log 2>&1 || (tail -40 $(abspath $(BUILD))/plugin-so/build.log; exit 1)
 	mv $(SRC)/tornado_plugin.so $@
+
+# make plugin UWSGI=/path/to/uwsgi [PYTHON=/usr/bin/python3]: tornado_plugin.so for a uWSGI
+# binary you name (a distribution's uwsgi-core included), in build/for-<binary name>/.
+# The binary's own `--build-plugin` supplies its uwsgi.h and compile flags;
+# uwsgi_python.h comes from the sources of the same version: UWSGI_SOURCE if set,
+# else /usr/src/uwsgi (Debian's uwsgi-src) when its version matches, else the
+# PyPI sdist of that version. PYTHON is the Python its python plugin runs.
+FOR_DIR = $(BUILD)/for-$(notdir $(UWSGI))
+
+plugin-for-binary:
+	@bin=$$(command -v $(UWSGI)) && bin=$$(readlink -f $$bin) || { echo "UWSGI=$(UWSGI): no such program"; exit 1; }; \
+	version=$$($$bin --version) && base=$${version%%-*} && source="$(UWSGI_SOURCE)"; \
+	if [ -z "$$source" ] && grep -qs "^uwsgi_version = '$$base'" /usr/src/uwsgi/uwsgiconfig.py; then source=/usr/src/uwsgi; fi; \
+	if [ -z "$$source" ]; then \
+		source=$(abspath $(BUILD))/src-$$base; \
+		[ -f $$source/plugins/python/uwsgi_python.h ] || { rm -rf $$source && mkdir -p $$source && \
+		$(PYTHON) -m pip download -q --no-deps --no-binary :all: uwsgi==$$base -d $$source && \
+		tar -C $$source --strip-components=1 -xzf $$source/uwsgi-$$base.tar.gz; } || exit 1; \
+	fi; \
+	rm -rf $(FOR_DIR) && mkdir -p $(FOR_DIR) && cp -r plugins/tornado $(FOR_DIR)/ && \
+	echo "building $(FOR_DIR)/tornado_plugin.so for $$bin (uWSGI $$version, uwsgi_python.h from $$source)" && \
+	cd $(FOR_DIR) && PYTHON=$$(command -v $(PYTHON)) UWSGI_SOURCE=$$source \
+		$$bin --build-plugin "$(abspath $(FOR_DIR))/tornado tornado" > build.log 2>&1 \
+		|| { tail -40 build.log; exit 1; }
+
+# What `make plugin UWSGI=/usr/bin/uwsgi-core PYTHON=/usr/bin/python3` needs on Debian
+# (the headers its uwsgi.h includes: libcap-dev, libpcre3-dev), Debian's uWSGI
+# to run it in, and a second interpreter (python3-dbg) for the pip recipe's tests.
+DEBIAN_PACKAGES := uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-greenlet-python3 uwsgi-src \
+	python-greenlet-dev python3-tornado python3-dev python3-venv python3-dbg libcap-dev libpcre3-dev
+
+debian-packages:
+	dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $(DEBIAN_PACKAGES))
 
 # ---- benchmarks ----
 # build/bench/uwsgi: our engine, greenlet and gevent in one binary;
@@ -88,7 +127,7 @@ $(BUILD)/upstream/uwsgi: $(SRC)/.unpacked buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/upstream,-O2,tornado$(COMMA)greenlet)
 
 COMMA := ,
-BENCH_DEPS := $(UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
+BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 
 bench: $(BENCH_DEPS)
 	$(VPY) bench/run.py --rounds 2 --seconds 3
@@ -97,7 +136,7 @@ bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
 
 # graceful reloads, recycling, aborting and dribbling clients under verified load
-soak: $(UWSGI)
+soak: $(VENV_UWSGI)
 	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
@@ -107,12 +146,18 @@ tools:
 	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 
 # ---- run ----
-run: $(UWSGI)
-	$(UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
+run: $(VENV_UWSGI)
+	$(VENV_UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
 
 # ---- tests ----
-test: $(UWSGI) tornado_plugin.so tools
-	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) tests
+test: $(VENV_UWSGI) tornado_plugin.so tools
+	STOCK_UWSGI=$(abspath $(STOCK)) $(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests
+
+# The other ways in: the README's pip recipe for two interpreters, and Debian's
+# uWSGI with `make plugin UWSGI=/usr/bin/uwsgi-core` (tests/install/)
+test-install: $(VENV)/.installed tornado_plugin.so debian-packages
+	FIRST_PYTHON=$$(command -v $(PYTHON)) SECOND_PYTHON=/usr/bin/python3-dbg \
+		$(VPY) -m pytest $(PYTEST_ARGS) tests/install
 
 # ASan options: the interpreter's own allocations are not leaks we can fix;
 # greenlet copies stack slices with memcpy, which ASan's memcpy check
@@ -120,12 +165,12 @@ test: $(UWSGI) tornado_plugin.so tools
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
 test-debug: $(UWSGI_DEBUG) tornado_plugin.so tools
-	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) \
+	STOCK_UWSGI=$(abspath $(STOCK)) UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
-		$(VPY) -m pytest $(PYTEST_ARGS) tests
+		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests
 
 clean:
-	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so tornado_plugin.so $(UWSGI)
+	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so $(BUILD)/for-* tornado_plugin.so $(VENV_UWSGI)
 
 distclean:
 	rm -rf $(BUILD) $(VENV) tornado_plugin.so

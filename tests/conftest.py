@@ -114,6 +114,7 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     server gets ``--http-socket`` on a free port, ``--tornado 100 --greenlet``
     and waits until every worker runs the loop. Pass ``engine=False`` to leave
     the engine options out, ``socket=None`` to bind nothing yourself,
+    ``venv=None`` to run in the binary's own Python (a distribution's uWSGI),
     ``netns=name`` to run it inside that network namespace.
     """
     servers: list[Server] = []
@@ -121,11 +122,11 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
               env: dict[str, str] | None = None, binary: str = UWSGI,
-              netns: str | None = None) -> Server:
+              venv: str | None = str(ROOT / ".venv"), netns: str | None = None) -> Server:
         port = free_port()
         extra_list = list(extra)
         args = (["ip", "netns", "exec", netns] if netns else []) + [binary]
-        args += (["--need-app"] if app else []) + ["--virtualenv", str(ROOT / ".venv")]
+        args += (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
         while "--plugin" in extra_list:  # plugins load before the options they add
             i = extra_list.index("--plugin")
             args += extra_list[i:i + 2]
@@ -252,6 +253,30 @@ def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[o
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     return results
+
+
+def sleep_together(port: int, n: int = 20, seconds: float = 1.0) -> tuple[list[object], float]:
+    """n concurrent /sleep?s=seconds requests of basic.py: their results
+    (status, seconds slept) and the wall time of the whole batch."""
+    started = time.monotonic()
+    results = parallel(lambda i: http_get(port, f"/sleep?s={seconds}"), n)
+    return results, time.monotonic() - started
+
+
+def websocket_echo(port: int, client: int, messages: int = 5) -> str:
+    """One websocket client of the /ws echo: sends `messages` numbered messages
+    and returns what came back, joined with |."""
+    import websocket  # websocket-client
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    try:
+        out = []
+        for n in range(messages):
+            ws.send(f"client {client} message {n}")
+            out.append(ws.recv())
+        return "|".join(out)
+    finally:
+        ws.close()
 
 
 def answering_pids(port: int, path: str, expected: int, timeout: float = 10) -> set[int]:

@@ -13,7 +13,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, wait_port
+from conftest import UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, sleep_together, wait_port, websocket_echo
 
 
 # ---- startup ----
@@ -93,9 +93,7 @@ def test_module_level_ioloop_in_a_preloaded_app_works_in_every_worker(uwsgi, bac
 
 def test_async_sleep_lets_20_requests_sleep_together(uwsgi):
     server = uwsgi("basic.py")
-    started = time.monotonic()
-    results = parallel(lambda i: http_get(server.port, "/sleep?s=1"), 20)
-    elapsed = time.monotonic() - started
+    results, elapsed = sleep_together(server.port)
     assert all(r[0] == 200 and 0.95 <= float(r[1]) < 1.5 for r in results), results
     assert elapsed < 2.0
 
@@ -181,19 +179,7 @@ def test_slow_reader_of_a_20_mib_response_does_not_stop_the_others(uwsgi):
 
 def test_websocket_echo_20_clients_at_once(uwsgi):
     server = uwsgi("basic.py")
-
-    def client(i: int) -> str:
-        ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=10)
-        try:
-            out = []
-            for n in range(5):
-                ws.send(f"client {i} message {n}")
-                out.append(ws.recv())
-            return "|".join(out)
-        finally:
-            ws.close()
-
-    results = parallel(client, 20)
+    results = parallel(lambda i: websocket_echo(server.port, i), 20)
     assert results == ["|".join(f"client {i} message {n}" for n in range(5)) for i in range(20)]
 
 

@@ -19,6 +19,68 @@
  */
 #include "tornado.h"
 
+/*
+ * greenlet -> core, for a greenlet the loop switched into without us (the
+ * glue's timers, the callback style of the upstream docs: me.switch() from an
+ * IOLoop callback): an open-addressing table with linear probing, twice the
+ * cores, allocated once per worker. A scan of the cores instead cost O(cores)
+ * per such resume: 6 % of the worker's time at C10K.
+ */
+static struct tw_core **gl_table;
+static size_t gl_mask;
+
+static size_t gl_home(PyObject *greenlet) {
+	return (size_t) (((uint64_t) (uintptr_t) greenlet * 0x9E3779B97F4A7C15ULL) >> 32) & gl_mask;
+}
+
+static void gl_table_init(void) {
+	size_t n = 16;
+	while (n < (size_t) utornado.cores * 2) n <<= 1;
+	gl_table = uwsgi_calloc(sizeof(struct tw_core *) * n);
+	gl_mask = n - 1;
+}
+
+static void gl_insert(struct tw_core *c) {
+	size_t i = gl_home(c->greenlet);
+	while (gl_table[i]) i = (i + 1) & gl_mask;
+	gl_table[i] = c;
+}
+
+/* cyclic: is x in (from, to]? */
+static int gl_between(size_t from, size_t x, size_t to) {
+	return from <= to ? (from < x && x <= to) : (from < x || x <= to);
+}
+
+static void gl_remove(struct tw_core *c) {
+	size_t i = gl_home(c->greenlet);
+	while (gl_table[i] != c) {
+		if (!gl_table[i]) return;
+		i = (i + 1) & gl_mask;
+	}
+	/* backward shift: entries after the hole whose home is not between the
+	 * hole and themselves move into it */
+	size_t j = i;
+	gl_table[i] = NULL;
+	for (;;) {
+		j = (j + 1) & gl_mask;
+		if (!gl_table[j]) return;
+		if (gl_between(i, gl_home(gl_table[j]->greenlet), j)) continue;
+		gl_table[i] = gl_table[j];
+		gl_table[j] = NULL;
+		i = j;
+	}
+}
+
+/* The core's greenlet becomes `greenlet` (a new reference the core takes over, or NULL). */
+void tw_core_set_greenlet(struct tw_core *c, PyObject *greenlet) {
+	if (c->greenlet) {
+		gl_remove(c);
+		Py_CLEAR(c->greenlet);
+	}
+	c->greenlet = greenlet;
+	if (greenlet) gl_insert(c);
+}
+
 /* The core whose greenlet is running, or NULL (hub, signal handler, app greenlet). */
 struct tw_core *tw_current_core(void) {
 	if (!utornado.core) return NULL;
@@ -30,15 +92,14 @@ struct tw_core *tw_current_core(void) {
 		struct tw_core *c = &utornado.core[wsgi_req->async_id];
 		if (c->greenlet == current && c->busy) return c;
 	}
-	/* an app switched into its request greenlet by hand (the callback style
-	 * of the upstream docs: me.switch() from an IOLoop callback) */
-	int i;
-	for (i = 0; i < utornado.cores; i++) {
-		struct tw_core *c = &utornado.core[i];
-		if (c->greenlet == current && c->busy) {
-			uwsgi.wsgi_req = c->wsgi_req;
-			return c;
-		}
+	/* switched into by hand */
+	size_t i = gl_home(current);
+	for (; gl_table[i]; i = (i + 1) & gl_mask) {
+		struct tw_core *c = gl_table[i];
+		if (c->greenlet != current) continue;
+		if (!c->busy) return NULL;
+		uwsgi.wsgi_req = c->wsgi_req;
+		return c;
 	}
 	return NULL;
 }
@@ -253,6 +314,7 @@ void tw_replace_module_functions(void) {
 }
 
 void tw_hooks_install(void) {
+	gl_table_init();
 	uwsgi.wait_read_hook = tw_wait_read_hook;
 	uwsgi.wait_write_hook = tw_wait_write_hook;
 	uwsgi.wait_read2_hook = tw_wait_read2_hook;

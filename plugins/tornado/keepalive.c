@@ -40,10 +40,11 @@ static int says_close(char *value, size_t len) {
 	return !uwsgi_strnicmp(value, len, "close", 5);
 }
 
-/* What the response's headers say: bit 1 framed (Content-Length or
- * Transfer-Encoding), bit 2 "Connection: close". */
-#define TW_FRAMED 1
-#define TW_CLOSE  2
+/* What the response's headers say: framed (Content-Length or
+ * Transfer-Encoding), a Connection header, "Connection: close". */
+#define TW_FRAMED     1
+#define TW_CONNECTION 2
+#define TW_CLOSE      4
 static int scan_headers(struct uwsgi_buffer *headers) {
 	int found = 0;
 	char *p = headers->buf;
@@ -61,8 +62,8 @@ static int scan_headers(struct uwsgi_buffer *headers) {
 		if (is_header(p, len, "Content-Length", 14, &value, &value_len) || is_header(p, len, "Transfer-Encoding", 17, &value, &value_len)) {
 			found |= TW_FRAMED;
 		}
-		else if (is_header(p, len, "Connection", 10, &value, &value_len) && says_close(value, value_len)) {
-			found |= TW_CLOSE;
+		else if (is_header(p, len, "Connection", 10, &value, &value_len)) {
+			found |= TW_CONNECTION | (says_close(value, value_len) ? TW_CLOSE : 0);
 		}
 		p = eol ? eol + 1 : end;
 	}
@@ -88,14 +89,17 @@ static int tw_http_fix_headers(struct wsgi_request *wsgi_req) {
 		c->close_after = close;
 	}
 	else {
-		/* --http-socket closes every connection: say so where it is not the default */
-		close = !uwsgi_strncmp(wsgi_req->protocol, wsgi_req->protocol_len, "HTTP/1.1", 8);
+		/* --http-socket closes every connection: say so where it is not the
+		 * default (a 101 Switching Protocols says Connection: Upgrade) */
+		close = !uwsgi_strncmp(wsgi_req->protocol, wsgi_req->protocol_len, "HTTP/1.1", 8) && wsgi_req->status != 101;
 	}
-	if (close && !(found & TW_CLOSE) && uwsgi_buffer_append(wsgi_req->headers, "Connection: close\r\n", 19)) return -1;
+	/* the app's own Connection header stands */
+	if (close && !(found & TW_CONNECTION) && uwsgi_buffer_append(wsgi_req->headers, "Connection: close\r\n", 19)) return -1;
 	return fix_headers_next(wsgi_req);
 }
 
-static int is_http_socket(struct uwsgi_socket *sock) {
+/* --http-socket, --http11-socket, --https-socket (or --protocol http) */
+int tw_http_socket(struct uwsgi_socket *sock) {
 	char *name = sock->proto_name ? sock->proto_name : uwsgi.protocol;
 	return name && (!strcmp(name, "http") || !strcmp(name, "http11") || !strcmp(name, "https"));
 }
@@ -104,7 +108,7 @@ static int is_http_socket(struct uwsgi_socket *sock) {
 void tw_keepalive_init(void) {
 	struct uwsgi_socket *sock;
 	for (sock = uwsgi.sockets; sock; sock = sock->next) {
-		if (!is_http_socket(sock) || sock->proto_fix_headers != uwsgi_proto_base_fix_headers) continue;
+		if (!tw_http_socket(sock) || sock->proto_fix_headers != uwsgi_proto_base_fix_headers) continue;
 		fix_headers_next = sock->proto_fix_headers;
 		sock->proto_fix_headers = tw_http_fix_headers;
 	}

@@ -128,6 +128,27 @@ static void tw_drop_keepalive(struct uwsgi_socket *sock, int id) {
 	sock->fd_threads[id] = -1;
 }
 
+/*
+ * The HTTP parsers read the head into a buffer_size malloc that uWSGI keeps
+ * until the close, though the head is copied into the core's own buffer by
+ * then: 4 KiB per request in flight, most of it for nothing. Keep only the
+ * body bytes that came with the head.
+ */
+static void tw_trim_parser_buffer(struct wsgi_request *wsgi_req) {
+	/* proto_parser_buf_size: a parser (fastcgi) that keeps using its buffer */
+	if (!wsgi_req->proto_parser_buf || wsgi_req->proto_parser_buf_size || !tw_http_socket(wsgi_req->socket)) return;
+	size_t remains = wsgi_req->proto_parser_remains;
+	if (!remains) {
+		free(wsgi_req->proto_parser_buf);
+		wsgi_req->proto_parser_buf = NULL;
+		return;
+	}
+	memmove(wsgi_req->proto_parser_buf, wsgi_req->proto_parser_remains_buf, remains);
+	char *trimmed = realloc(wsgi_req->proto_parser_buf, remains);
+	if (trimmed) wsgi_req->proto_parser_buf = trimmed;
+	wsgi_req->proto_parser_remains_buf = wsgi_req->proto_parser_buf;
+}
+
 /* Parse, route and run one request; the connection is already accepted. */
 static void tw_serve_one(struct tw_core *c) {
 	struct wsgi_request *wsgi_req = c->wsgi_req;
@@ -145,6 +166,7 @@ static void tw_serve_one(struct tw_core *c) {
 		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
 	}
 	tw_head_end(c);
+	tw_trim_parser_buffer(wsgi_req);
 
 	c->running_since = uwsgi_now();
 	tw_harakiri_update();
@@ -231,10 +253,10 @@ static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 static void tw_core_start(struct tw_core *c) {
 	if (c->greenlet && tw_greenlet_dead(c->greenlet)) {
 		/* an exception escaped it: start over with a new one */
-		Py_CLEAR(c->greenlet);
+		tw_core_set_greenlet(c, NULL);
 	}
 	if (!c->greenlet) {
-		c->greenlet = tw_core_greenlet(c);
+		tw_core_set_greenlet(c, tw_core_greenlet(c));
 		if (!c->greenlet) {
 			PyErr_Print();
 			uwsgi_log("[tornado] unable to create the greenlet of core %d\n", c->id);

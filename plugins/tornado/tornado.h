@@ -169,6 +169,7 @@ void tw_stop_loop(void);
 void tw_hooks_install(void);
 int tw_legacy_init(void);
 struct tw_core *tw_current_core(void);
+void tw_core_set_greenlet(struct tw_core *, PyObject *greenlet);
 int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms);
 void tw_replace_module_functions(void);
 
@@ -189,5 +190,6 @@ void tw_close_heads(void);
 
 /* keepalive.c */
 void tw_keepalive_init(void);
+int tw_http_socket(struct uwsgi_socket *);
 
 #endif

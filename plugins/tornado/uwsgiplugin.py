@@ -1,21 +1,54 @@
 # uWSGI build description of the tornado loop engine.
-# The build runs from the uWSGI source tree (embedded build or
-# `uwsgi --build-plugin`), so plugins/python is relative to it; UWSGI_SOURCE
-# names that tree when building from elsewhere.
+#
+# uWSGI runs this file in two kinds of build:
+# - embedded (UWSGI_EMBED_PLUGINS="tornado=<this dir>,greenlet" with
+#   `pip install uwsgi` or `python uwsgiconfig.py --build`), from the uWSGI
+#   source tree: plugins/python is relative to it;
+# - `uwsgi --build-plugin "<this dir> tornado"`, from anywhere: UWSGI_SOURCE
+#   names a uWSGI source tree of the binary's version for plugins/python.
 import os
+import shutil
 import sys
 import sysconfig
 
 NAME = 'tornado'
+SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'keepalive']
 
-paths = [sysconfig.get_path('include'), sysconfig.get_path('platinclude')]
 # pip installs greenlet.h under <prefix>/include/site/pythonX.Y/greenlet/
-paths.append(os.path.join(sys.prefix, 'include', 'site', 'python%d.%d' % sys.version_info[:2]))
-source = os.environ.get('UWSGI_SOURCE', '.')
-paths.append(os.path.join(source, 'plugins', 'python'))
+site_include = os.path.join(sys.prefix, 'include', 'site', 'python%d.%d' % sys.version_info[:2])
+paths = [sysconfig.get_path('include'), sysconfig.get_path('platinclude'), site_include,
+         os.path.join(os.environ.get('UWSGI_SOURCE', '.'), 'plugins', 'python')]
 
 CFLAGS = ['-I' + path for path in paths] + ['-Wall', '-Werror']
 LDFLAGS = []
 LIBS = []
+GCC_LIST = SOURCES
 
-GCC_LIST = ['plugin', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'keepalive']
+
+def embedded_path():
+    """This directory when UWSGI_EMBED_PLUGINS names it, as uwsgiconfig.py
+    resolves it; None in other builds."""
+    for item in os.environ.get('UWSGI_EMBED_PLUGINS', '').split(','):
+        name, _, path = item.partition('=')
+        if name.strip() == NAME and path.strip():
+            return os.path.abspath(path.strip()).rstrip('/')
+    return None
+
+
+here = embedded_path()
+if here:
+    # uWSGI's greenlet plugin, compiled after this one in the same build,
+    # does not search site_include: CPATH is gcc's own list of include
+    # directories, inherited by every compiler run this build starts from now on.
+    if os.path.isdir(site_include):
+        os.environ['CPATH'] = os.pathsep.join(filter(None, [site_include, os.environ.get('CPATH')]))
+    # An embedded build writes <source>.o next to each source and reuses it
+    # when it looks newer. Compile fresh copies inside the uWSGI tree being
+    # built instead: the checkout gets no object files, and a build for
+    # another Python never links objects compiled for the previous one.
+    copy = os.path.join(os.getcwd(), 'tornado_plugin_build')
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(here, copy, ignore=shutil.ignore_patterns('*.o', '__pycache__'))
+    # uwsgiconfig.py compiles <here>/<entry>.c, which the kernel resolves from
+    # the real directory
+    GCC_LIST = [os.path.relpath(os.path.join(copy, source), os.path.realpath(here)) for source in SOURCES]
