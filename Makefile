@@ -140,8 +140,10 @@ soak: $(VENV_UWSGI)
 	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
+# nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 
 # servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)
 SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver && command -v tmux
