@@ -114,8 +114,11 @@ void tw_timer_start(struct tw_core *c, uint64_t deadline) {
 	c->heap_idx = utornado.heap_len++;
 	utornado.heap[c->heap_idx] = c;
 	heap_up(c->heap_idx);
-	if (!utornado.timer_handle || deadline + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
-		timer_arm(deadline);
+	/* arm for the earliest deadline, which is not always this one: while
+	 * py_tw_on_timer() resumes the cores that are due, no timer is armed */
+	uint64_t earliest = utornado.heap[0]->deadline;
+	if (!utornado.timer_handle || earliest + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
+		timer_arm(earliest);
 	}
 }
 

@@ -33,6 +33,10 @@ def application(environ, start_response):
         started = time.monotonic()
         uwsgi.async_sleep(float(query(environ, "s", "1")))
         return text(start_response, "%.3f" % (time.monotonic() - started))
+    if path == "/sleeps":
+        for seconds in query(environ, "s", "1").split(","):
+            uwsgi.async_sleep(float(seconds))
+        return text(start_response, "slept")
     if path == "/yield-sleep":
         return yield_sleep(environ, start_response)
     if path == "/generator":
