@@ -17,8 +17,10 @@ TESTS ?= tests
 PLUGIN_SO ?= tornado_plugin.so
 # sections of requirements.txt ("# [name]") left out of the venv, e.g. SKIP_REQ=benchmarks
 SKIP_REQ ?=
+# what make test starts besides uWSGI (the Debian roots pass TEST_SERVICES= : no deployment tests there)
+TEST_SERVICES ?= services
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools bench bench-quick soak clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick soak clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -146,8 +148,15 @@ soak: $(VENV_UWSGI)
 	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
+# nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
+
+# servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)
+SERVICES_PRESENT = ls /usr/lib/postgresql/*/bin/initdb && command -v redis-server && command -v chromium && command -v chromedriver && command -v tmux
+services:
+	($(SERVICES_PRESENT)) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server chromium chromium-driver tmux)
 
 # the Debian roots of make test-matrix / make test PY=...
 matrix-tools:
@@ -168,7 +177,7 @@ test: matrix-tools
 	$(PYTHON) matrix/run.py --pytest-args "$(PYTEST_ARGS)" $(PY)
 else
 # the plugin .so (and the stock uWSGI it is built with) only when tests/test_build.py runs
-test: $(VENV_UWSGI) $(if $(filter tests tests/ tests/test_build.py,$(TESTS)),$(PLUGIN_SO)) tools
+test: $(VENV_UWSGI) $(if $(filter tests tests/ tests/test_build.py,$(TESTS)),$(PLUGIN_SO)) tools $(TEST_SERVICES)
 	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
 		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install $(TESTS)
 endif
@@ -188,7 +197,7 @@ test-install: $(VENV)/.installed $(PLUGIN_SO) debian-packages
 # (replace_intrin) reports as stack underflows: our code stays instrumented;
 # uWSGI handles a failed malloc (a client announcing a 10^20-byte body), so
 # the allocator returns NULL as libc's does instead of aborting.
-test-debug: $(UWSGI_DEBUG) $(PLUGIN_SO) tools
+test-debug: $(UWSGI_DEBUG) $(PLUGIN_SO) tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
 		UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \

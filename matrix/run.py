@@ -43,6 +43,10 @@ MATRIX = ["3.11", "3.9", "3.13", "3.14", "3.15"]
 # elsewhere, so that `.ci/run` stays within its time budget (README: Supported versions)
 FULL = {"3.11", "3.15"}
 CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py"]
+# the deployment tests need nginx, PostgreSQL, Redis and Chromium ("make services")
+# and the [deployment] packages: they run on the host only
+HOST_ONLY = ["tests/test_asyncio_clients.py", "tests/test_browser.py", "tests/test_deploy_nginx.py",
+             "tests/test_deploy_scaling.py", "tests/test_example_flask.py", "tests/test_uwsgitop.py"]
 # what the build and the tests need inside a root, besides the interpreter
 # (libssl-dev: uWSGI's websocket handshake needs its SHA-1)
 ROOT_PACKAGES = ["gcc", "make", "libc6-dev", "libcrypt-dev", "libssl-dev", "zlib1g-dev", "wrk"]
@@ -151,7 +155,7 @@ def make_vars(version: str, in_root: bool) -> list[str]:
         return []
     build = f"build/py{version}"
     return [f"PYTHON=python{version}", f"VENV={build}/venv", f"BUILD={build}",
-            f"PLUGIN_SO={build}/tornado_plugin.so", "SKIP_REQ=benchmarks"]
+            f"PLUGIN_SO={build}/tornado_plugin.so", "SKIP_REQ=benchmarks deployment", "TEST_SERVICES="]
 
 
 def run_step(cmd: list[str], log: Path, what: str) -> str:
@@ -213,6 +217,8 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
         uwsgi = run_step(prefix + [f"{venv}/bin/uwsgi", "--version"], log, "build")
         result.uwsgi = uwsgi.strip().splitlines()[-1]
         selection = "tests" if tests == "full" else " ".join(CORE)
+        if in_root:
+            pytest_args = " ".join([pytest_args] + [f"--ignore={t}" for t in HOST_ONLY]).strip()
         started = time.monotonic()
         try:
             output = run_step(prefix + ["make", "test", f"TESTS={selection}", f"PYTEST_ARGS={pytest_args}"] + mv,

@@ -3,14 +3,19 @@ built) on free 127.0.0.1 ports, talk to it, stop it by PID, and show its log
 when a test fails."""
 from __future__ import annotations
 
+import collections
+import json
 import os
-import random
+import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,27 +35,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_block(count: int) -> int:
-    """A base port whose base+1 .. base+count are free now, for apps that
-    listen on base + worker id. Taken below the kernel's ephemeral range:
-    there, the ports next to one free_port() gives are the ones client
-    connections get (Linux hands even ports to connect(), odd to bind(0))."""
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        base = random.randrange(10000, ephemeral_low - count - 1)
-        socks = []
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive free ports, below the kernel's
+    ephemeral range (where the test's own client connections would take them)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for base in range(20000, low - count, count + 7):
+        sockets = []
         try:
-            for port in range(base + 1, base + count + 1):
+            for port in range(base, base + count):
                 s = socket.socket()
-                socks.append(s)
+                sockets.append(s)
                 s.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
         finally:
-            for s in socks:
+            for s in sockets:
                 s.close()
-    raise RuntimeError(f"no {count} consecutive free ports below {ephemeral_low}")
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -105,16 +107,22 @@ class Server:
         return kids if kids else [self.pid]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        workers = [pid for pid in self.worker_pids() if pid != self.pid] if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for pid in self.worker_pids():
-                    if pid != self.pid:
-                        os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait(5)
+        # without --master the other workers are not ours to reap: a worker
+        # still alive once the first process is gone is killed here
+        for pid in workers:
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == self.args[0].encode():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass  # gone already
         self._log.close()
         return self.proc.returncode
 
@@ -134,17 +142,19 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
     server gets ``--http-socket`` on a free port, ``--tornado 100 --greenlet``
     and waits until every worker runs the loop. Pass ``engine=False`` to leave
     the engine options out, ``socket=None`` to bind nothing yourself,
-    ``venv=None`` to run in the binary's own Python (a distribution's uWSGI).
+    ``venv=None`` to run in the binary's own Python (a distribution's uWSGI),
+    ``netns=name`` to run it inside that network namespace.
     """
     servers: list[Server] = []
 
     def start(app: str | None, *extra: str, socket_opt: str | None = "--http-socket",
               engine: bool = True, workers: int = 1, wait: bool = True,
               env: dict[str, str] | None = None, binary: str = UWSGI,
-              venv: str | None = str(VENV)) -> Server:
+              venv: str | None = str(VENV), netns: str | None = None) -> Server:
         port = free_port()
         extra_list = list(extra)
-        args = [binary] + (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
+        args = (["ip", "netns", "exec", netns] if netns else []) + [binary]
+        args += (["--need-app"] if app else []) + (["--virtualenv", venv] if venv else [])
         while "--plugin" in extra_list:  # plugins load before the options they add
             i = extra_list.index("--plugin")
             args += extra_list[i:i + 2]
@@ -165,16 +175,21 @@ def uwsgi(request, tmp_path) -> Iterator[Callable[..., Server]]:
         servers.append(server)
         if wait:
             server.wait_log("tornado loop engine ready on worker", count=workers)
-            wait_port(port)
+            if socket_opt:
+                wait_port(port)
         return server
 
     yield start
+    stop_all(request, servers, lambda server: f"uwsgi log ({' '.join(server.args)})")
 
+
+def stop_all(request, processes: list, title: Callable[..., str]) -> None:
+    """Stop what a fixture started; when the test failed, show each one's log."""
     failed = getattr(request.node, "rep_call", None)
-    for server in servers:
-        server.stop()
+    for process in processes:
+        process.stop()
         if failed is not None and failed.failed:
-            sys.stderr.write(f"\n----- uwsgi log ({' '.join(server.args)}) -----\n{server.log()}\n")
+            sys.stderr.write(f"\n----- {title(process)} -----\n{process.log()}\n")
 
 
 def wait_port(port: int, timeout: float = 10) -> None:
@@ -229,20 +244,33 @@ def backend() -> Iterator[Backend]:
     b.close()
 
 
-def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "") -> tuple[int, bytes]:
+def http_get(port: int, path: str = "/", timeout: float = 10, headers: str = "",
+             address: str = "127.0.0.1", host: str | None = None) -> tuple[int, bytes]:
     """One HTTP/1.0 request on a fresh connection; returns (status, body).
-    Reads until the server closes, so it also proves the close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+    Reads until the server closes, so it also proves the close. `host` is the
+    Host header (default: address:port)."""
+    with socket.create_connection((address, port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host or f'{address}:{port}'}\r\n{headers}\r\n".encode())
+        data = recv_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
     return status, body
+
+
+def read_stats(port: int, timeout: float = 10) -> dict:
+    """The JSON document uWSGI's --stats server on 127.0.0.1:`port` sends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return json.loads(recv_all(s))
+
+
+def recv_all(s: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def parallel(fn: Callable[[int], object], n: int, timeout: float = 60) -> list[object]:
@@ -351,3 +379,305 @@ class Dribbler:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(self.limit)
+
+
+# ---- real servers the deployment tests talk to (Debian packages, `make services`) ----
+
+class Service:
+    """A server process started for a test module, stopped by PID."""
+
+    def __init__(self, args: list[str], log: Path, **popen: object):
+        self.args = args
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, **popen)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _wait_service(service: Service, port: int, timeout: float = 30) -> None:
+    try:
+        wait_port(port, timeout)
+    except OSError:
+        service.stop()
+        raise RuntimeError(f"{service.args[0]} did not listen on {port}:\n{service.log()}")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (initdb, data in a fresh directory under
+    /tmp) on 127.0.0.1 and a free port; yields its DSN."""
+    import glob
+    import pwd
+    import shutil
+    import tempfile
+
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    root = Path(tempfile.mkdtemp(prefix="uwsgi-tornado-pg-"))
+    user = None  # PostgreSQL refuses to run as root: as root, run it as `postgres`
+    if os.geteuid() == 0:
+        user = "postgres"
+        pw = pwd.getpwnam(user)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    data = root / "data"
+    subprocess.run([f"{bindir}/initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+                   user=user, check=True, capture_output=True, timeout=120, cwd=root)
+    port = free_port()
+    server = Service(
+        [f"{bindir}/postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+         "-c", "unix_socket_directories=", "-c", "max_connections=300", "-c", "fsync=off"],
+        root / "postgres.log", user=user, cwd=root,
+    )
+    _wait_service(server, port)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        server.stop(signal.SIGINT)  # fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A Redis server on 127.0.0.1 and a free port, nothing saved; yields its URL."""
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    server = Service(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", str(root), "--maxclients", "1000"],
+                     root / "redis.log")
+    _wait_service(server, port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.stop()
+
+
+class Load:
+    """Client threads sending requests in a loop until stopped (bounded by
+    `limit` seconds): counts answers per worker PID and failures."""
+
+    def __init__(self, port: int, threads: int = 4, path: str = "/pid", limit: float = 30):
+        self.port, self.path, self.limit = port, path, limit
+        self.per_pid: collections.Counter[int] = collections.Counter()
+        self.failures: list[str] = []
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            try:
+                status, body = http_get(self.port, self.path, timeout=15)
+                with self.lock:
+                    if status == 200:
+                        self.per_pid[int(body)] += 1
+                    else:
+                        self.failures.append(f"status {status}")
+            except OSError as exc:
+                with self.lock:
+                    self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(30)
+
+
+# ---- wrk ----
+
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    rps: float
+    errors: int  # connect/read/write errors, timeouts and non-2xx/3xx answers
+    output: str
+
+
+def wrk(url: str, seconds: int, connections: int = 50, threads: int = 1) -> WrkResult:
+    """Load the URL with wrk for `seconds` (bounded) and return what it counted."""
+    out = subprocess.run(
+        [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return WrkResult(int(re.search(r"(\d+) requests in", out).group(1)),
+                     float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), errors, out)
+
+
+# ---- nginx (Debian's package) in front ----
+
+NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
+DEPLOY = ROOT / "examples" / "deploy"
+
+
+def render(template: Path, values: dict[str, object]) -> str:
+    """A config of examples/deploy with its ${NAME} placeholders filled in
+    (what the envsubst command of its header does)."""
+    text = template.read_text()
+    for name, value in values.items():
+        text = text.replace("${%s}" % name, str(value))
+    left = set(re.findall(r"\$\{[A-Z_]+\}", text))
+    assert not left, f"{template.name}: no value for {sorted(left)}"
+    return text
+
+
+class Nginx:
+    """nginx in the foreground with its own prefix, pid file and logs."""
+
+    def __init__(self, template: str, prefix: Path, **values: object) -> None:
+        self.port = free_port()
+        self.prefix = prefix
+        prefix.mkdir()
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(render(DEPLOY / template, dict(values, LISTEN=f"127.0.0.1:{self.port}", PREFIX=prefix)))
+        self.error_log = prefix / "error.log"
+        self._out = open(prefix / "stderr.log", "wb")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(self.conf), "-e", str(self.error_log), "-g", "daemon off;"],
+            stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nginx does not listen on {self.port}:\n{self.log()}")
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        parts = [p.read_text(errors="replace") for p in (self.prefix / "stderr.log", self.error_log) if p.exists()]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            workers = children(self.pid)
+            self.proc.terminate()  # fast shutdown: the master stops its workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                for pid in workers:
+                    os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()
+
+
+@pytest.fixture
+def nginx(request, tmp_path) -> Iterator[Callable[..., Nginx]]:
+    """Start nginx with a config of examples/deploy:
+    ``nginx("nginx-uwsgi.conf", UWSGI_SOCKET="127.0.0.1:3031")``; it listens on
+    a free 127.0.0.1 port (``.port``). Its error log is shown when the test fails."""
+    started: list[Nginx] = []
+
+    def start(template: str, **values: object) -> Nginx:
+        server = Nginx(template, tmp_path / f"nginx-{len(started)}", **values)
+        started.append(server)
+        return server
+
+    yield start
+    stop_all(request, started, lambda server: f"nginx log ({server.conf})")
+
+
+# ---- hosts made of network namespaces ----
+
+def ip(*args: str, netns: str | None = None) -> None:
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["ip", *args]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+
+
+class Hosts:
+    """A router host and `backends` backend hosts, each a network namespace
+    with its own address, linked by veth pairs (needs root):
+
+        this host --- router host --- backend host 1
+         10.N.0.1     10.N.0.2 (+ 10.N.i.1)  10.N.i.2, default route via 10.N.i.1
+
+    The router host answers the tests at `router_address`; backend host i
+    reaches it through its own link. Nothing is forwarded: the router host
+    is the end of every connection."""
+
+    def __init__(self, backends: int) -> None:
+        token = secrets.token_hex(3)
+        self.net = 10, random.randint(64, 191)
+        used = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+        while f"10.{self.net[1]}." in used:
+            self.net = 10, random.randint(64, 191)
+        prefix = "10.%d" % self.net[1]
+        self.router = f"dpl-{token}-router"
+        self.backends = [f"dpl-{token}-b{i}" for i in range(1, backends + 1)]
+        self.link = f"dpl{token}"
+        self.router_address = f"{prefix}.0.2"
+        self.backend_addresses = [f"{prefix}.{i}.2" for i in range(1, backends + 1)]
+        self.created: list[str] = []
+        try:
+            self._create(prefix)
+        except BaseException:
+            self.delete()
+            raise
+
+    def _up(self, netns: str, device: str, address: str) -> None:
+        ip("addr", "add", address, "dev", device, netns=netns)
+        ip("link", "set", device, "up", netns=netns)
+        ip("link", "set", "lo", "up", netns=netns)
+
+    def _create(self, prefix: str) -> None:
+        ip("netns", "add", self.router)
+        self.created.append(self.router)
+        ip("link", "add", self.link, "type", "veth", "peer", "name", "eth0", "netns", self.router)
+        ip("addr", "add", f"{prefix}.0.1/24", "dev", self.link)
+        ip("link", "set", self.link, "up")
+        self._up(self.router, "eth0", f"{prefix}.0.2/24")
+        for i, netns in enumerate(self.backends, 1):
+            ip("netns", "add", netns)
+            self.created.append(netns)
+            ip("link", "add", f"b{i}", "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns", netns)
+            self._up(self.router, f"b{i}", f"{prefix}.{i}.1/24")
+            self._up(netns, "eth0", f"{prefix}.{i}.2/24")
+            ip("route", "add", "default", "via", f"{prefix}.{i}.1", netns=netns)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True, timeout=10)
+        for netns in reversed(self.created):
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=10)
+        self.created = []
+
+
+@pytest.fixture
+def hosts() -> Iterator[Callable[[int], Hosts]]:
+    """``hosts(3)``: a router host and 3 backend hosts; deleted after the test."""
+    made: list[Hosts] = []
+
+    def make(backends: int) -> Hosts:
+        made.append(Hosts(backends))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.delete()

@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 import subprocess
+import threading
 import sys
 import time
 
@@ -116,6 +117,21 @@ def test_async_sleep_has_sub_second_precision(uwsgi):
     server = uwsgi("basic.py")
     status, body = http_get(server.port, "/sleep?s=0.25")
     assert status == 200 and 0.24 <= float(body) < 0.5
+
+
+def test_a_timer_is_not_delayed_by_a_later_one_started_while_timers_fire(uwsgi):
+    server = uwsgi("basic.py")
+    # the first request wakes at 0.5 s and, while the loop expires timers,
+    # starts a 3-s sleep: the 0.8-s sleeper must still wake at 0.8 s
+    first = threading.Thread(target=http_get, args=(server.port, "/sleeps?s=0.5,3"))
+    first.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    status, body = http_get(server.port, "/sleep?s=0.8")
+    elapsed = time.monotonic() - started
+    first.join(10)
+    assert status == 200
+    assert 0.75 <= elapsed < 1.3, elapsed
 
 
 def test_yield_async_sleep_in_a_generator(uwsgi):
@@ -343,7 +359,7 @@ def test_connection_close_from_either_side_closes_after_the_response(uwsgi, requ
 
 
 def test_http_socket_tells_http11_clients_it_closes_so_a_pooled_client_loses_nothing(uwsgi):
-    server = uwsgi("basic.py", "--processes", "2", workers=2)
+    server = uwsgi("basic.py", "--master", "--processes", "2", workers=2)
     failures = []
 
     def client(i: int) -> None:

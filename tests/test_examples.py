@@ -6,7 +6,7 @@ import time
 
 import websocket
 
-from conftest import ROOT, answering_pids, free_port, free_port_block, http_get, parallel, wait_port
+from conftest import ROOT, answering_pids, free_port, free_port_run, http_get, parallel, wait_port
 
 EXAMPLES = ROOT / "examples"
 
@@ -40,7 +40,7 @@ def test_generator(uwsgi):
 
 
 def test_postfork_tornado_one_port_per_worker(uwsgi):
-    base = free_port_block(2)
+    base = free_port_run(3)
     server = uwsgi(example("postfork_tornado.py"), "--master", "--processes", "2", workers=2,
                    env={"BASE_PORT": str(base)})
     pids = set()

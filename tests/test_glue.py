@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import answering_pids, free_port, free_port_block, http_get, parallel, wait_port
+from conftest import answering_pids, free_port, free_port_run, http_get, parallel, wait_port
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -119,7 +119,7 @@ def test_100_requests_awaiting_an_asyncio_tcp_client_finish_in_about_a_second(gl
 # ---- Tornado applications in every worker ----
 
 def test_tornado_app_on_a_port_per_worker(uwsgi, backend):
-    base = free_port_block(2)
+    base = free_port_run(3)
     server = uwsgi("glue.py", "--master", "--processes", "2", workers=2,
                    env={"BACKEND_URL": backend.url, "PER_WORKER_PORT": str(base)})
     pids = set(server.worker_pids())
@@ -176,3 +176,15 @@ def test_blocking_tornado_handler_can_wait_and_sleep(uwsgi, backend):
     results = parallel(lambda i: http_get(port, "/blocking"), 20)
     assert results == [(200, b"services " + str(server.worker_pids()[0]).encode())] * 20
     assert time.monotonic() - started < 1.5
+
+
+def test_per_worker_resource_is_created_once_for_20_concurrent_first_requests(glue):
+    results = parallel(lambda i: http_get(glue.port, "/per-worker-slow"), 20)
+    assert results == [(200, b"1")] * 20
+    assert http_get(glue.port, "/per-worker-slow") == (200, b"1")
+
+
+def test_per_worker_creation_that_fails_raises_and_the_next_request_creates_it(glue):
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"the first creation fails")
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")
+    assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")

@@ -14,41 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_get, parallel, wait_port
-
-
-class Load:
-    """Client threads sending requests in a loop until stopped (bounded by
-    `limit` seconds): counts answers per worker PID and failures."""
-
-    def __init__(self, port: int, threads: int = 4, path: str = "/pid", limit: float = 30):
-        self.port, self.path, self.limit = port, path, limit
-        self.per_pid: collections.Counter[int] = collections.Counter()
-        self.failures: list[str] = []
-        self.stopped = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-        for t in self.threads:
-            t.start()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.limit
-        while not self.stopped.is_set() and time.monotonic() < deadline:
-            try:
-                status, body = http_get(self.port, self.path, timeout=15)
-                with self.lock:
-                    if status == 200:
-                        self.per_pid[int(body)] += 1
-                    else:
-                        self.failures.append(f"status {status}")
-            except OSError as exc:
-                with self.lock:
-                    self.failures.append(repr(exc))
-
-    def stop(self) -> None:
-        self.stopped.set()
-        for t in self.threads:
-            t.join(30)
+from conftest import Load, free_port, http_get, parallel, wait_port
 
 
 # ---- uWSGI signals ----

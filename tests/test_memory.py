@@ -2,24 +2,10 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
 
 import pytest
 
-from conftest import rss_kib
-
-WRK = shutil.which("wrk")
-
-
-def wrk(url: str, seconds: int, connections: int = 50) -> int:
-    """Load the URL with wrk (one thread) and return how many requests completed."""
-    out = subprocess.run(
-        [WRK, "-t1", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
-    ).stdout
-    return int(re.search(r"(\d+) requests in", out).group(1))
+from conftest import rss_kib, wrk
 
 
 @pytest.mark.skipif(os.environ.get("UWSGI_ASAN") == "1",
@@ -33,7 +19,7 @@ def test_rss_grows_less_than_1_mib_over_100000_requests(uwsgi, socket_opt):
     before = rss_kib(pid)
     served = 0
     for _ in range(20):  # bounded: at most 20 rounds of 5 s
-        served += wrk(url, 5)
+        served += wrk(url, 5).requests
         if served >= 100_000:
             break
     after = rss_kib(pid)

@@ -13,6 +13,8 @@ awaitable completes, while the worker's IOLoop serves everything else::
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
 
+:class:`PerWorker` holds an asyncio resource (an asyncpg pool, a
+redis.asyncio client) that each worker creates once and closes at exit.
 The helpers in :mod:`uwsgidecorators_ext.serve` run Tornado applications in
 every worker next to the WSGI app, and :func:`blocking` lets Tornado handlers
 use :func:`wait` too.
@@ -20,6 +22,7 @@ use :func:`wait` too.
 from __future__ import annotations
 
 from .core import blocking, ioloop, run_in_executor, sleep, wait
+from .resources import PerWorker
 from .serve import serve_fd, serve_per_worker, serve_reuseport, serve_shared_socket
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "ioloop",
     "run_in_executor",
     "blocking",
+    "PerWorker",
     "serve_per_worker",
     "serve_reuseport",
     "serve_shared_socket",

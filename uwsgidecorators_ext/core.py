@@ -138,6 +138,10 @@ def sleep(seconds: float) -> None:
             return [b"late"]
     """
     hub = _hub()
+    engine_sleep = _engine_sleep()
+    if engine_sleep is not None:
+        engine_sleep(max(seconds, 0.0))
+        return
     loop = _running_loop()
     me = greenlet.getcurrent()
     timer = loop.call_later(max(seconds, 0.0), me.switch, _DONE)
@@ -146,6 +150,24 @@ def sleep(seconds: float) -> None:
             pass
     finally:
         timer.cancel()
+
+
+_UNSET: Any = object()
+_engine_sleep_fn: Any = _UNSET
+
+
+def _engine_sleep() -> Callable[[float], object] | None:
+    """The tornado engine's ``uwsgi.async_sleep`` (its C timer heap: no
+    Python object per sleep), or None where this is not that engine."""
+    global _engine_sleep_fn
+    if _engine_sleep_fn is _UNSET:
+        try:
+            import uwsgi
+        except ImportError:
+            uwsgi = None
+        fn = getattr(uwsgi, "async_sleep", None)
+        _engine_sleep_fn = fn if getattr(fn, "__module__", None) == "uwsgi_tornado_engine" else None
+    return _engine_sleep_fn
 
 
 def ioloop() -> IOLoop:

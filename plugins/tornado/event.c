@@ -26,7 +26,8 @@
 struct uwsgi_tornado utornado;
 
 #define TW_BATCH 64
-/* a timer due within this much of now fires now rather than re-arming */
+/* the armed asyncio timer is moved earlier only for a deadline earlier by
+ * more than this: a wait may end up to 1 ms late, never early */
 #define TW_TIMER_SLACK_NS 1000000ULL
 
 uint64_t tw_now_ns(void) {
@@ -113,8 +114,11 @@ void tw_timer_start(struct tw_core *c, uint64_t deadline) {
 	c->heap_idx = utornado.heap_len++;
 	utornado.heap[c->heap_idx] = c;
 	heap_up(c->heap_idx);
-	if (!utornado.timer_handle || deadline + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
-		timer_arm(deadline);
+	/* arm for the earliest deadline, which is not always this one: while
+	 * py_tw_on_timer() resumes the cores that are due, no timer is armed */
+	uint64_t earliest = utornado.heap[0]->deadline;
+	if (!utornado.timer_handle || earliest + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
+		timer_arm(earliest);
 	}
 }
 
@@ -133,11 +137,12 @@ void tw_timer_stop(struct tw_core *c) {
 static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
 	Py_CLEAR(utornado.timer_handle);
 	uint64_t now = tw_now_ns();
-	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now + TW_TIMER_SLACK_NS) {
+	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now) {
 		struct tw_core *c = utornado.heap[0];
 		tw_timer_stop(c);
 		c->timed_out = 1;
 		c->woken_by = -1;
+		c->ready_at = c->deadline;
 		tw_wake(c, c->gen);
 	}
 	if (utornado.heap_len > 0 && !utornado.timer_handle) {
@@ -153,6 +158,7 @@ void tw_resume_soon(struct tw_core *c) {
 	c->queued_gen = c->gen;
 	if (c->queued) return;
 	c->queued = 1;
+	c->ready_at = tw_metrics_now();
 	c->next_ready = NULL;
 	if (utornado.ready_tail) utornado.ready_tail->next_ready = c;
 	else utornado.ready_head = c;
@@ -238,6 +244,7 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 		if (errno != EINTR) uwsgi_error("[tornado] epoll_wait()");
 		Py_RETURN_NONE;
 	}
+	uint64_t batch_at = tw_metrics_now();
 	int i;
 	for (i = 0; i < n; i++) {
 		uint64_t tag = utornado.events[i].data.u64;
@@ -249,6 +256,7 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 			struct tw_core *c = &utornado.core[core_id];
 			if (c->gen != gen || !c->suspended) continue;
 			c->woken_by = c->fds[(id & TW_ID_SLOT1) ? 1 : 0];
+			c->ready_at = batch_at;
 			tw_wake(c, gen);
 		}
 		else if (id - TW_ID_HANDLER < (uint32_t) handlers_len) {
@@ -381,6 +389,7 @@ void tw_wake(struct tw_core *c, uint32_t gen) {
 	if (!c->suspended || c->gen != gen || !c->waiter) return;
 	c->gen++;
 	c->suspended = 0;
+	tw_metrics_woken(c);
 	uwsgi.wsgi_req = c->wsgi_req;
 	PyObject *waiter = c->waiter;
 	Py_INCREF(waiter);
@@ -439,6 +448,7 @@ static void unwatch_core_fds(struct tw_core *c) {
  */
 int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
 	int ret = -1;
+	utornado.metrics->waits++;
 	c->gen++;
 	c->timed_out = 0;
 	c->woken_by = -1;

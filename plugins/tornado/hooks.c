@@ -274,9 +274,9 @@ int tw_legacy_init(void) {
  * `seconds`, fractions included, while the worker serves others. Returns b""
  * so the classic `yield uwsgi.async_sleep(n)` keeps working.
  */
-static PyObject *py_tw_async_sleep(PyObject *self, PyObject *args) {
-	double seconds;
-	if (!PyArg_ParseTuple(args, "d:async_sleep", &seconds)) return NULL;
+static PyObject *py_tw_async_sleep(PyObject *self, PyObject *arg) {
+	double seconds = PyFloat_AsDouble(arg);
+	if (seconds == -1.0 && PyErr_Occurred()) return NULL;
 	int64_t ms = seconds > 0 ? (int64_t) (seconds * 1000.0 + 0.5) : 0;
 	struct tw_core *c = tw_current_core();
 	int ret;
@@ -299,7 +299,7 @@ static PyObject *py_tw_async_sleep(PyObject *self, PyObject *args) {
 	return PyBytes_FromString("");
 }
 
-static PyMethodDef tw_async_sleep_def = {"async_sleep", py_tw_async_sleep, METH_VARARGS, "sleep without blocking the worker (tornado engine)"};
+static PyMethodDef tw_async_sleep_def = {"async_sleep", py_tw_async_sleep, METH_O, "sleep without blocking the worker (tornado engine)"};
 
 /* Put our versions of the uwsgi module's async functions in place. */
 void tw_replace_module_functions(void) {
@@ -308,7 +308,10 @@ void tw_replace_module_functions(void) {
 		PyErr_Clear();
 		return;
 	}
-	PyObject *f = PyCFunction_New(&tw_async_sleep_def, NULL);
+	/* __module__ tells the glue (uwsgidecorators_ext.sleep) it can use it */
+	PyObject *module = PyUnicode_FromString("uwsgi_tornado_engine");
+	PyObject *f = module ? PyCFunction_NewEx(&tw_async_sleep_def, NULL, module) : NULL;
+	Py_XDECREF(module);
 	if (!f || PyDict_SetItemString(uwsgi_dict, "async_sleep", f)) PyErr_Print();
 	Py_XDECREF(f);
 }

@@ -297,6 +297,7 @@ static void tw_on_listen(int fd, void *data) {
 			 * the oldest connection that has not sent a request (deadlines.c) */
 			if (tw_shed_oldest_head()) continue;
 			/* none: the backlog holds the rest until a core frees */
+			utornado.metrics->accept_pauses++;
 			tw_accept_pause();
 			return;
 		}
@@ -399,6 +400,7 @@ void tw_loop(void) {
 	if (!utornado.str_gr_context || !utornado.str_switch) uwsgi_pyexit;
 
 	if (tw_event_init()) uwsgi_pyexit;
+	tw_metrics_worker_init();
 	if (tw_legacy_init()) {
 		uwsgi_log("[tornado] unable to set up the core async API\n");
 		exit(1);

@@ -54,6 +54,7 @@ static void tw_post_init(void) {
 	if (!uwsgi_get_exported_opt("socket-timeout") && uwsgi.socket_timeout < 30) {
 		uwsgi.socket_timeout = 30;
 	}
+	tw_metrics_register();
 }
 
 /* After the apps are loaded in the master (with --lazy-apps the worker's

@@ -173,6 +173,7 @@ static void tw_on_wake(int fd, void *unused) {
 /* Once a second: the master may retire us without a signal we see. */
 static PyObject *tw_periodic(PyObject *self, PyObject *unused) {
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
+	tw_metrics_sample();
 	if (!utornado.stopping) {
 		PyObject *one = PyFloat_FromDouble(1.0);
 		/* self is NULL here (a module-less C function): re-arm with our own reference */

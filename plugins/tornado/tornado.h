@@ -17,6 +17,7 @@
  *              rate, shedding connections that have not sent a request
  *   keepalive.c whether an HTTP connection stays open after a response
  *              (closes what has no framing, says Connection: close)
+ *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -71,6 +72,7 @@ struct tw_core {
 	struct tw_core *next_ready;
 	int busy;               /* owns a connection */
 	time_t running_since;   /* the app runs a request since then (0: it does not) */
+	uint64_t ready_at;      /* monotonic ns since when the core could run (0: unknown), for the loop lag */
 	/* deadlines.c: a connection that has not delivered its request head yet
 	 * (new, or kept alive between requests) is on the heads list, oldest first */
 	uint64_t head_deadline; /* monotonic ns; 0: not waiting for a request head */
@@ -78,6 +80,23 @@ struct tw_core {
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
 	int close_after;        /* keepalive.c: close the connection after this response */
+};
+
+/* One per worker, in memory shared with the master, which reads it for
+ * uWSGI's metrics subsystem (metrics.c). Written by the worker only. */
+struct tw_metrics {
+	/* gauges, published once a second */
+	int64_t busy_cores;
+	int64_t fd_waiting_cores;
+	int64_t timer_waiting_cores;
+	int64_t ready_queue;
+	int64_t loop_lag_max_us;
+	/* counters, incremented where it happens */
+	int64_t waits;
+	int64_t wakeups;
+	int64_t lag_sum_ns;
+	int64_t lag_count;
+	int64_t accept_pauses;
 };
 
 struct uwsgi_tornado {
@@ -124,6 +143,8 @@ struct uwsgi_tornado {
 	PyObject *periodic;           /* the once-a-second worker check */
 	PyObject *str_gr_context;
 	PyObject *str_switch;
+
+	struct tw_metrics *metrics;   /* this worker's counters (never NULL in a worker) */
 };
 
 extern struct uwsgi_tornado utornado;
@@ -191,5 +212,12 @@ void tw_close_heads(void);
 /* keepalive.c */
 void tw_keepalive_init(void);
 int tw_http_socket(struct uwsgi_socket *);
+
+/* metrics.c */
+void tw_metrics_register(void);
+void tw_metrics_worker_init(void);
+void tw_metrics_sample(void);
+uint64_t tw_metrics_now(void);
+void tw_metrics_woken(struct tw_core *);
 
 #endif

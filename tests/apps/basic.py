@@ -33,10 +33,16 @@ def application(environ, start_response):
         started = time.monotonic()
         uwsgi.async_sleep(float(query(environ, "s", "1")))
         return text(start_response, "%.3f" % (time.monotonic() - started))
+    if path == "/sleeps":
+        for seconds in query(environ, "s", "1").split(","):
+            uwsgi.async_sleep(float(seconds))
+        return text(start_response, "slept")
     if path == "/yield-sleep":
         return yield_sleep(environ, start_response)
     if path == "/generator":
         return generator(start_response)
+    if path == "/spin":
+        return spin(environ, start_response)
     if path == "/suspend":
         for _ in range(3):
             uwsgi.suspend()
@@ -75,6 +81,18 @@ def generator(start_response):
     yield b"one"
     yield b"two"
     yield b"three"
+
+
+def spin(environ, start_response):
+    """Yield nothing for ?s= seconds: the core goes through the ready queue on
+    every loop iteration (a CPU-bound generator)."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    until = time.monotonic() + float(query(environ, "s", "1"))
+    spins = 0
+    while time.monotonic() < until:
+        spins += 1
+        yield b""
+    yield str(spins).encode()
 
 
 def yield_sleep(environ, start_response):

@@ -15,7 +15,7 @@ from tornado.concurrent import Future as TornadoFuture
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
-from uwsgidecorators_ext import (blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
+from uwsgidecorators_ext import (PerWorker, blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
                                  serve_fd, serve_shared_socket, sleep, wait)
 
 BACKEND = os.environ.get("BACKEND_URL", "")
@@ -100,10 +100,39 @@ def inner_wait():
     return wait(coro(b"inner"))
 
 
+creations = {"slow": 0, "flaky": 0}
+
+
+async def make_slowly():
+    """A resource that takes 0.3 s to create: its value is the creation count."""
+    creations["slow"] += 1
+    await asyncio.sleep(0.3)
+    return creations["slow"]
+
+
+def make_flaky():
+    """A resource (made without awaiting) whose first creation fails."""
+    creations["flaky"] += 1
+    if creations["flaky"] == 1:
+        raise RuntimeError("the first creation fails")
+    return creations["flaky"]
+
+
+slow_resource = PerWorker(make_slowly)
+flaky_resource = PerWorker(make_flaky)
+
+
 def run(kind, q):
     loop = asyncio.get_running_loop()
     if kind == "coroutine":
         return wait(coro(b"coroutine"))
+    if kind == "per-worker-slow":
+        return str(slow_resource.get()).encode()
+    if kind == "per-worker-flaky":
+        try:
+            return str(flaky_resource.get()).encode()
+        except RuntimeError as exc:
+            return str(exc).encode()
     if kind == "task":
         return wait(loop.create_task(coro(b"task")))
     if kind == "asyncio-future":
