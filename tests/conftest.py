@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import random
 import re
 import secrets
 import shutil
