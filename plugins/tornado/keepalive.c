@@ -99,16 +99,21 @@ static int tw_http_fix_headers(struct wsgi_request *wsgi_req) {
 }
 
 /* --http-socket, --http11-socket, --https-socket (or --protocol http) */
-int tw_http_socket(struct uwsgi_socket *sock) {
+static int is_http_protocol(struct uwsgi_socket *sock) {
 	char *name = sock->proto_name ? sock->proto_name : uwsgi.protocol;
 	return name && (!strcmp(name, "http") || !strcmp(name, "http11") || !strcmp(name, "https"));
+}
+
+/* Per request: an HTTP socket is one whose header finisher is ours by now. */
+int tw_http_socket(struct uwsgi_socket *sock) {
+	return sock->proto_fix_headers == tw_http_fix_headers;
 }
 
 /* Take over the header finisher of every HTTP socket. */
 void tw_keepalive_init(void) {
 	struct uwsgi_socket *sock;
 	for (sock = uwsgi.sockets; sock; sock = sock->next) {
-		if (!tw_http_socket(sock) || sock->proto_fix_headers != uwsgi_proto_base_fix_headers) continue;
+		if (!is_http_protocol(sock) || sock->proto_fix_headers != uwsgi_proto_base_fix_headers) continue;
 		fix_headers_next = sock->proto_fix_headers;
 		sock->proto_fix_headers = tw_http_fix_headers;
 	}
