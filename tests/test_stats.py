@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import free_port, http_get, parallel, read_stats, wait_port
+from conftest import free_port, http_get, parallel, read_stats, wait_port, wait_stats
 
 IN_FLIGHT = 30
 SLEEP = 2.0
@@ -16,7 +16,9 @@ def test_stats_show_30_requests_in_flight_then_their_counts_and_avg_rt(uwsgi):
     server = uwsgi("basic.py", "--master", "--stats", f"127.0.0.1:{stats_port}")
     wait_port(stats_port)
 
-    before = read_stats(stats_port)["workers"][0]
+    # the fixture's readiness probe (a connect and a close) holds a core
+    # until the worker has read its end
+    before = wait_stats(stats_port, lambda s: s["workers"][0]["status"] == "idle")["workers"][0]
     assert before["status"] == "idle"
     assert before["requests"] == 0
     assert len(before["cores"]) == 100
@@ -44,12 +46,7 @@ def test_stats_show_30_requests_in_flight_then_their_counts_and_avg_rt(uwsgi):
     assert len(results) == IN_FLIGHT and all(isinstance(r, tuple) and r[0] == 200 for r in results), results
     # a client can read the end of its response a moment before the worker
     # has done the bookkeeping that follows the close
-    deadline = time.monotonic() + 2
-    while True:
-        after = read_stats(stats_port)["workers"][0]
-        if after["status"] == "idle" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    after = wait_stats(stats_port, lambda s: s["workers"][0]["status"] == "idle")["workers"][0]
     assert after["status"] == "idle"
     assert after["requests"] == IN_FLIGHT
     busy_ids = {c["id"] for c in busy}
