@@ -20,7 +20,7 @@ SKIP_REQ ?=
 # what make test starts besides uWSGI (the Debian roots pass TEST_SERVICES= : no deployment tests there)
 TEST_SERVICES ?= services
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick soak clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -142,6 +142,10 @@ bench: $(BENCH_DEPS)
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
+
+# KiB per request in flight by kind of memory (C10K); MEMORY_OPTS: uWSGI options
+bench-memory: $(BUILD)/bench/uwsgi tools
+	$(VPY) bench/memory.py $(MEMORY_OPTS)
 
 # graceful reloads, recycling, aborting and dribbling clients under verified load
 soak: $(VENV_UWSGI)
