@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -175,14 +176,13 @@ def parse_wrk(out: str) -> dict:
     return {"rps": rps, "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"), "errors": errors}
 
 
-def steady_rate(out: str, ramp: int, window: int) -> float:
-    """Responses per second over `window` whole seconds after `ramp` seconds
-    (the first, partial, second of the series counts as part of the ramp)."""
-    series = [int(n) for n in re.findall(r"^second \d+ (\d+)$", out, re.M)]
-    steady = series[ramp + 1:ramp + 1 + window]
-    if len(steady) < window:
-        raise RuntimeError(f"only {len(series)} seconds of responses: {series}")
-    return round(sum(steady) / len(steady), 1)
+def steady_rate(out: str, started: float, ramp: int, window: int) -> float:
+    """Responses per second over the `window` whole seconds that follow the
+    first `ramp` whole seconds after `started` (the wall-clock time wrk was
+    started); a second with no response counts as 0."""
+    per_second = {int(t): int(n) for t, n in re.findall(r"^second (\d+) (\d+)$", out, re.M)}
+    first = math.ceil(started) + ramp
+    return round(sum(per_second.get(t, 0) for t in range(first, first + window)) / window, 1)
 
 
 def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tuple[int, int]) -> dict:
@@ -197,6 +197,7 @@ def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tu
             ramp, window = c10k
             seconds = ramp + window + 2
             wrk_args += ["-s", str(PER_SECOND_LUA)]
+        started = time.time()
         wrk = subprocess.Popen(wrk_args + [f"-d{seconds}s", url], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         time.sleep(seconds / 2)  # every connection has a request in flight by now
@@ -208,7 +209,7 @@ def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tu
         if connections > 1000:
             # steady state, not wrk's average over the whole run with its ramp
             result["rps_whole_run"] = result["rps"]
-            result["rps"] = steady_rate(out, *c10k)
+            result["rps"] = steady_rate(out, started, *c10k)
             # what one request in flight costs: (RSS under load - RSS idle) / connections
             result["kib_per_request"] = round((busy_kib - idle_kib) / connections, 1)
         return result
