@@ -16,4 +16,7 @@ async def main(port):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    try:
+        asyncio.run(main(int(sys.argv[1])))
+    except KeyboardInterrupt:  # bench/run.py stops it with SIGINT
+        pass
