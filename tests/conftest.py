@@ -264,16 +264,17 @@ def read_stats(port: int, timeout: float = 10) -> dict:
         return json.loads(recv_all(s))
 
 
-def wait_stats(port: int, ready: Callable[[dict], bool], timeout: float = 5) -> dict:
+def wait_stats(port: int, ready: Callable[[dict], bool], timeout: float = 5, every: float = 0.05) -> dict:
     """The first document of the --stats server on `port` for which `ready`
-    holds, or the last one read once `timeout` seconds have passed (the
-    caller asserts on it, so a failure shows what the server reported)."""
+    holds (read every `every` s), or the last one read once `timeout` seconds
+    have passed (the caller asserts on it, so a failure shows what the server
+    reported)."""
     deadline = time.monotonic() + timeout
     while True:
         stats = read_stats(port)
         if ready(stats) or time.monotonic() > deadline:
             return stats
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def recv_all(s: socket.socket) -> bytes:

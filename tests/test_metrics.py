@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import free_port, http_get, parallel, read_stats, wait_port
+from conftest import free_port, http_get, parallel, read_stats, wait_port, wait_stats
 
 CORES = 10
 LOAD = 3.0  # seconds each loaded request lasts
@@ -15,11 +15,15 @@ GAUGES = ("busy_cores", "fd_waiting_cores", "timer_waiting_cores", "ready_queue"
           "loop_lag_max_us", "loop_lag_avg_us", "waits_per_sec", "wakeups_per_sec")
 
 
+def engine_metrics(stats: dict, wid: int = 1) -> dict[str, int]:
+    """worker.<wid>.tornado.* of a stats document, without the prefix."""
+    prefix = f"worker.{wid}.tornado."
+    return {name[len(prefix):]: m["value"] for name, m in stats["metrics"].items() if name.startswith(prefix)}
+
+
 def tornado_metrics(stats_port: int, wid: int = 1) -> dict[str, int]:
     """worker.<wid>.tornado.* from the stats server, without the prefix."""
-    prefix = f"worker.{wid}.tornado."
-    return {name[len(prefix):]: m["value"] for name, m in read_stats(stats_port)["metrics"].items()
-            if name.startswith(prefix)}
+    return engine_metrics(read_stats(stats_port), wid)
 
 
 def metrics_dir_value(path: Path) -> int:
@@ -30,12 +34,7 @@ def metrics_dir_value(path: Path) -> int:
 
 def poll(stats_port: int, done, timeout: float) -> dict[str, int]:
     """Read the metrics every 0.2 s until done(metrics) or `timeout`; the last reading."""
-    deadline = time.monotonic() + timeout
-    while True:
-        m = tornado_metrics(stats_port)
-        if done(m) or time.monotonic() > deadline:
-            return m
-        time.sleep(0.2)
+    return engine_metrics(wait_stats(stats_port, lambda stats: done(engine_metrics(stats)), timeout, every=0.2))
 
 
 def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
@@ -100,18 +99,16 @@ def test_each_worker_reports_its_own_busy_cores_as_the_stats_cores_show_them(uws
     sleepers = threading.Thread(target=parallel, args=(lambda i: http_get(server.port, f"/sleep?s={LOAD}"), 20))
     sleepers.start()
 
-    def per_worker() -> tuple[list[int], list[int]]:
-        stats = read_stats(stats_port)
+    def per_worker(stats: dict) -> tuple[list[int], list[int]]:
         in_request = [sum(c["in_request"] for c in w["cores"]) for w in stats["workers"]]
         metric = [stats["metrics"][f"worker.{w['id']}.tornado.busy_cores"]["value"] for w in stats["workers"]]
         return in_request, metric
 
-    deadline = time.monotonic() + LOAD - 0.5
-    while True:
-        in_request, metric = per_worker()
-        if (metric == in_request and sum(metric) == 20) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    def all_20_seen(stats: dict) -> bool:
+        in_request, metric = per_worker(stats)
+        return metric == in_request and sum(metric) == 20
+
+    in_request, metric = per_worker(wait_stats(stats_port, all_20_seen, LOAD - 0.5, every=0.2))
     sleepers.join(LOAD + 20)
     print("in_request per worker:", in_request, "busy_cores metric per worker:", metric)
     assert sum(in_request) == 20
