@@ -44,12 +44,16 @@ def test_a_complete_request_sent_in_pieces_within_the_deadline_is_served(uwsgi):
     assert data.startswith(b"HTTP/1.0 200") and data.endswith(b"Hello World")
 
 
-def post_slowly(port: int, total: int, piece: int, interval: float, limit: float) -> tuple[bytes, float]:
+def post_slowly(port: int, total: int, piece: int, interval: float, limit: float,
+                after: float = 0, think: float = 0) -> tuple[bytes, float]:
     """POST /upload announcing `total` bytes, sending `piece` bytes every
-    `interval` s; returns (what the server answered, seconds until it did)."""
+    `interval` s from `after` s after the head on, to an app that works
+    `think` s before it reads; returns (what the server answered, seconds
+    from the head until it did)."""
     with socket.create_connection(("127.0.0.1", port), timeout=limit) as s:
-        s.sendall(b"POST /upload HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+        s.sendall(b"POST /upload?think=%g HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (think, total))
         started = time.monotonic()
+        time.sleep(after)
         sent = 0
         s.settimeout(interval)
         data = b""
@@ -89,6 +93,16 @@ def test_a_slow_body_above_the_minimum_rate_is_read_whole(uwsgi):
     assert data.startswith(b"HTTP/1.0 200"), data
     assert data.endswith(b"800 bytes")
     assert 1.5 <= elapsed < 4
+
+
+def test_the_body_clock_starts_when_the_app_first_waits_for_the_body(uwsgi):
+    server = uwsgi("basic.py", "--tornado-body-timeout", "1", "--tornado-body-min-rate", "1000")
+    # the app works 3 s before reading; the client starts its body at 2.8 s
+    # and sends 2,500 bytes/s: counted from the head it would be 1.5 s late
+    data, elapsed = post_slowly(server.port, 2500, 250, 0.1, limit=10, after=2.8, think=3)
+    assert data.startswith(b"HTTP/1.0 200"), data
+    assert data.endswith(b"2500 bytes")
+    assert 3.0 <= elapsed < 5.5, elapsed
 
 
 def test_twice_as_many_dribblers_as_cores_do_not_stop_complete_requests(uwsgi):

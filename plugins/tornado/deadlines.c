@@ -63,19 +63,22 @@ void tw_head_end(struct tw_core *c) {
 	if (!c->head_deadline) return;
 	heads_unlink(c);
 	c->head_deadline = 0;
-	if (utornado.body_min_rate > 0) c->body_since = tw_now_ns();
+	c->body_since = 0;
 }
 
 /*
  * The latest moment a wait of this core may end, 0 for none: the head
  * deadline while the head is incomplete, the body deadline while the app
- * waits for body bytes.
+ * waits for body bytes. The body's clock starts at the app's first wait for
+ * body bytes (as mod_reqtimeout's starts at the first body read): an app
+ * that works before reading does not spend the client's time.
  */
 uint64_t tw_request_deadline(struct tw_core *c, int fd, uint32_t events) {
 	if (c->head_deadline) return c->head_deadline == UINT64_MAX ? 0 : c->head_deadline;
 	if (utornado.body_min_rate <= 0 || events != TW_READ) return 0;
 	struct wsgi_request *wsgi_req = c->wsgi_req;
 	if (fd != wsgi_req->fd || wsgi_req->post_pos >= wsgi_req->post_cl) return 0;
+	if (!c->body_since) c->body_since = tw_now_ns();
 	return c->body_since + (uint64_t) utornado.body_timeout * TW_NS
 		+ (uint64_t) wsgi_req->post_pos * TW_NS / (uint64_t) utornado.body_min_rate;
 }

@@ -76,7 +76,7 @@ struct tw_core {
 	/* deadlines.c: a connection that has not delivered its request head yet
 	 * (new, or kept alive between requests) is on the heads list, oldest first */
 	uint64_t head_deadline; /* monotonic ns; 0: not waiting for a request head */
-	uint64_t body_since;    /* monotonic ns: when the head was complete */
+	uint64_t body_since;    /* monotonic ns: the app's first wait for body bytes, 0 before */
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
 	int close_after;        /* keepalive.c: close the connection after this response */

@@ -108,7 +108,11 @@ def generator_raising(start_response):
 
 
 def upload(environ, start_response):
-    """Read the whole body; a read error (a client too slow) is reported, not raised."""
+    """Read the whole body, after ?think=S seconds of work; a read error (a
+    client too slow) is reported, not raised."""
+    think = float(query(environ, "think", "0"))
+    if think:
+        uwsgi.async_sleep(think)
     try:
         body = environ["wsgi.input"].read()
     except OSError as exc:
