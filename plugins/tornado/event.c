@@ -92,8 +92,12 @@ static void timer_arm(uint64_t deadline) {
 		Py_XDECREF(r);
 		Py_CLEAR(utornado.timer_handle);
 	}
+	/* whole milliseconds, rounded up: uvloop rounds a delay to the nearest
+	 * millisecond, so a timer re-armed for the last 0.5 ms before a deadline
+	 * would fire at once, again and again, until the deadline */
 	uint64_t now = tw_now_ns();
-	double delay = deadline > now ? (double) (deadline - now) / 1e9 : 0.0;
+	uint64_t ms = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
+	double delay = (double) ms / 1e3;
 	PyObject *py_delay = PyFloat_FromDouble(delay);
 	if (!py_delay) goto err;
 	utornado.timer_handle = tw_loop_call(utornado.call_later, py_delay, utornado.on_timer);
