@@ -160,17 +160,32 @@ static void tw_serve_one(struct tw_core *c) {
 
 	/* a fresh contextvars context per request, as a new greenlet would have */
 	if (PyObject_SetAttr(c->greenlet, utornado.str_gr_context, Py_None)) PyErr_Clear();
-	c->close_after = 0;
+	tw_http_begin(c);
 
 	for (;;) {
 		int status = wsgi_req->socket->proto(wsgi_req);
 		if (status == UWSGI_OK) break;
-		if (status < 0) goto broken;
+		if (status < 0) {
+			/* uWSGI's parser refused a complete head, or one larger than
+			 * --buffer-size: say so (a client that left gets nothing) */
+			if (c->http && wsgi_req->proto_parser_status == 3) tw_http_reject(c, 400, "malformed request head");
+			else if (c->http && wsgi_req->proto_parser_pos >= uwsgi.buffer_size) tw_http_reject(c, 431, "request head larger than --buffer-size");
+			goto broken;
+		}
 		/* bounded by --socket-timeout per read and by the head deadline
 		 * (deadlines.c) overall: a silent or dribbling client loses its core */
 		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
 	}
 	tw_head_end(c);
+	if (c->http) {
+		/* strict framing (framing.c) on the raw head, still in the parser's buffer */
+		struct tw_http_verdict v = tw_http_check_head(wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains);
+		if (v.status) {
+			tw_http_reject(c, v.status, v.reason);
+			goto broken;
+		}
+		c->req_flags = v.flags;
+	}
 	tw_trim_parser_buffer(wsgi_req);
 
 	c->running_since = uwsgi_now();
@@ -410,6 +425,7 @@ void tw_loop(void) {
 	tw_hooks_install();
 	tw_replace_module_functions();
 	tw_signals_init();
+	tw_framing_init();
 	tw_keepalive_init();
 	tw_listen_init();
 

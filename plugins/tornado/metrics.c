@@ -111,6 +111,7 @@ void tw_metrics_register(void) {
 		tw_metric(wid, "waits_per_sec", UWSGI_METRIC_GAUGE, "tornado_rate", &m->waits, NULL);
 		tw_metric(wid, "wakeups_per_sec", UWSGI_METRIC_GAUGE, "tornado_rate", &m->wakeups, NULL);
 		tw_metric(wid, "accept_pauses", UWSGI_METRIC_COUNTER, "ptr", &m->accept_pauses, NULL);
+		tw_metric(wid, "http_rejected", UWSGI_METRIC_COUNTER, "ptr", &m->http_rejected, NULL);
 	}
 }
 

@@ -15,8 +15,10 @@
  *   signals.c  uWSGI signals, graceful reload and shutdown
  *   deadlines.c slow clients: the request-head deadline, the minimum body
  *              rate, shedding connections that have not sent a request
- *   keepalive.c whether an HTTP connection stays open after a response
- *              (closes what has no framing, says Connection: close)
+ *   framing.c  strict request framing: judges a request head (RFC 9112)
+ *   keepalive.c the HTTP socket's functions: whether a connection stays open
+ *              after a response, lingering close, no body where a response
+ *              has none, 100 Continue, rejecting a request head
  *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
@@ -79,7 +81,21 @@ struct tw_core {
 	uint64_t body_since;    /* monotonic ns: the app's first wait for body bytes, 0 before */
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
-	int close_after;        /* keepalive.c: close the connection after this response */
+	/* keepalive.c, per request on an HTTP socket */
+	const struct tw_http_ops *http; /* the socket's own functions under ours (NULL: not HTTP) */
+	int close_after;        /* close the connection after this response */
+	int req_flags;          /* TW_REQ_*: what framing.c found in the head */
+	int no_body;            /* the response has no body (HEAD, 204, 304, 1xx) */
+	int rejected;           /* the head was answered with an error */
+};
+
+/* framing.c: what a request head says, or why it is refused */
+#define TW_REQ_CHUNKED         1   /* Transfer-Encoding: chunked */
+#define TW_REQ_EXPECT_CONTINUE 2   /* Expect: 100-continue (HTTP/1.1) */
+struct tw_http_verdict {
+	int status;             /* 0: served; else the status to answer */
+	const char *reason;     /* why, for the client and the log */
+	int flags;              /* TW_REQ_* */
 };
 
 /* One per worker, in memory shared with the master, which reads it for
@@ -97,6 +113,7 @@ struct tw_metrics {
 	int64_t lag_sum_ns;
 	int64_t lag_count;
 	int64_t accept_pauses;
+	int64_t http_rejected;        /* request heads answered 4xx/5xx by framing.c's rules */
 };
 
 struct uwsgi_tornado {
@@ -209,9 +226,15 @@ uint64_t tw_request_deadline(struct tw_core *, int fd, uint32_t events);
 int tw_shed_oldest_head(void);
 void tw_close_heads(void);
 
+/* framing.c */
+void tw_framing_init(void);
+struct tw_http_verdict tw_http_check_head(const char *head, size_t len);
+
 /* keepalive.c */
 void tw_keepalive_init(void);
 int tw_http_socket(struct uwsgi_socket *);
+void tw_http_begin(struct tw_core *);
+void tw_http_reject(struct tw_core *, int status, const char *reason);
 
 /* metrics.c */
 void tw_metrics_register(void);
