@@ -87,3 +87,20 @@ def test_graceful_reload_under_load_through_nginx_fails_no_request(uwsgi, nginx)
           f"new workers ready after {reload_seconds:.2f} s")
     assert load.failures == []
     assert len(load.per_pid) >= 3  # old and new workers both answered
+
+
+def test_smuggling_attempts_through_nginx_keepalive_upstream_never_reach_the_app(uwsgi, nginx, tmp_path):
+    """The attempts of test_framing.py sent to nginx, which keeps its
+    connections to --http11-socket alive: none of them gets /secret served,
+    and a plain request after each one is answered by its own response."""
+    from test_framing import SMUGGLING, exchange
+
+    secret = tmp_path / "secret.log"
+    server = uwsgi("framing.py", socket_opt="--http11-socket", env={"SECRET_LOG": str(secret)})
+    proxy = nginx("nginx-http11.conf", UWSGI_HTTP=f"127.0.0.1:{server.port}", TORNADO_HTTP=f"127.0.0.1:{free_port()}")
+    for name, head, body, _ in SMUGGLING:
+        data = exchange(proxy.port, head, body, idle=1.0)
+        assert b"SECRET" not in data, (name, data)
+        status, page = http_get(proxy.port, "/")
+        assert (status, page) == (200, b"public page"), (name, status, page)
+    assert not secret.exists(), f"/secret served {secret.read_text().count('served')} times"

@@ -72,9 +72,11 @@ def framing(uwsgi, tmp_path):
     return start
 
 
-def exchange(port: int, *packets: bytes, pause: float = 0.2, timeout: float = 5) -> bytes:
+def exchange(port: int, *packets: bytes, pause: float = 0.2, timeout: float = 5, idle: float | None = None) -> bytes:
     """Send each packet (a pause between them, as separate TCP segments) on
-    one connection, then read until the server closes it."""
+    one connection, then read until the server closes it (or, with `idle`,
+    until it has sent nothing for that many seconds: a proxy keeps its
+    client connections open)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         for i, packet in enumerate(packets):
             if i:
@@ -83,7 +85,16 @@ def exchange(port: int, *packets: bytes, pause: float = 0.2, timeout: float = 5)
                 s.sendall(packet)
             except OSError:
                 break  # the server closed already: what it sent is read below
-        return recv_all(s)
+        if idle is None:
+            return recv_all(s)
+        s.settimeout(idle)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return data
 
 
 def responses(data: bytes) -> list[bytes]:
