@@ -8,7 +8,7 @@ BUILD ?= build
 UWSGI_VERSION := $(shell sed -n 's/^uwsgi==//p' requirements.txt)
 SDIST := $(BUILD)/uwsgi-$(UWSGI_VERSION).tar.gz
 SRC := $(BUILD)/uwsgi-$(UWSGI_VERSION)
-PLUGIN_FILES := $(wildcard plugins/tornado/*.c plugins/tornado/*.h) plugins/tornado/uwsgiplugin.py
+PLUGIN_FILES := $(wildcard plugins/tornado/*.c plugins/tornado/*.h plugins/tornado/*.py)
 VENV_UWSGI := $(VENV)/bin/uwsgi
 UWSGI_DEBUG := $(BUILD)/debug/uwsgi
 PYTEST_ARGS ?=

@@ -1,7 +1,8 @@
-"""uwsgidecorators_ext: wait(), sleep(), run_in_executor() and @blocking from
+"""uwsgidecorators_ext: wait(), sleep(), to_thread() and @blocking from
 real requests, and Tornado applications served from every worker."""
 from __future__ import annotations
 
+import socket
 import socketserver
 import threading
 import time
@@ -188,3 +189,63 @@ def test_per_worker_creation_that_fails_raises_and_the_next_request_creates_it(g
     assert http_get(glue.port, "/per-worker-flaky") == (200, b"the first creation fails")
     assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")
     assert http_get(glue.port, "/per-worker-flaky") == (200, b"2")
+
+
+# ---- the public API's promises ----
+
+def test_a_wait_timeout_is_caught_as_timeouterror_and_as_asyncio_timeouterror(glue):
+    assert http_get(glue.port, "/timeout-both") == (200, b"TimeoutError asyncio.TimeoutError")
+
+
+def test_to_thread_takes_keyword_arguments_and_the_requests_context(glue):
+    assert http_get(glue.port, "/to-thread") == (200, b"x+y+in-request+pool-thread")
+
+
+def test_blocking_keeps_the_callers_context_and_arguments(uwsgi, backend):
+    port = free_port()
+    server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
+    wait_port(port)
+    assert http_get(port, "/blocking-context") == (200, b"req-42!!")
+    assert http_get(server.port, "/coroutine") == (200, b"coroutine")
+
+
+def test_the_glue_takes_hub_loops_and_sleep_from_the_engines_module(glue):
+    assert http_get(glue.port, "/engine") == (200, b"True True True True")
+
+
+def test_per_worker_creates_its_value_with_an_async_def(glue):
+    assert http_get(glue.port, "/per-worker-async") == (200, b"made by an async def")
+
+
+def test_per_worker_refuses_a_coroutine_object_with_a_clear_error(glue):
+    status, body = http_get(glue.port, "/per-worker-coroutine-object")
+    assert status == 200 and body.startswith(b"PerWorker(create) needs a function that makes the resource"), body
+    assert "never awaited" not in glue.log()
+
+
+def test_serve_returns_the_server_that_listens_in_the_worker(uwsgi, backend):
+    port = free_port()
+    server = uwsgi("glue.py", env={"BACKEND_URL": backend.url, "REUSEPORT_PORT": str(port)})
+    wait_port(port)
+    assert http_get(port, "/pid")[0] == 200
+    assert http_get(server.port, "/stop-tornado-server") == (200, b"stopped")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_tornado_app_on_an_ipv6_shared_socket_written_in_brackets(uwsgi, backend):
+    port = free_port()
+    address = f"[::1]:{port}"
+    server = uwsgi("glue.py", "--shared-socket", address, env={"BACKEND_URL": backend.url, "SHARED_SOCKET": address})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("::1", port), timeout=5) as s:
+                s.sendall(b"GET /pid HTTP/1.0\r\nHost: x\r\n\r\n")
+                data = s.makefile("rb").read()
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(str(server.worker_pids()[0]).encode()), data
+    assert "no inherited listening socket" not in server.log()

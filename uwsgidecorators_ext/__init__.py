@@ -21,7 +21,7 @@ use :func:`wait` too.
 """
 from __future__ import annotations
 
-from .core import blocking, ioloop, run_in_executor, sleep, wait
+from .core import WaitTimeout, blocking, ioloop, run_in_executor, sleep, to_thread, wait
 from .resources import PerWorker
 from .serve import serve_fd, serve_per_worker, serve_reuseport, serve_shared_socket
 
@@ -29,7 +29,9 @@ __all__ = [
     "wait",
     "sleep",
     "ioloop",
+    "to_thread",
     "run_in_executor",
+    "WaitTimeout",
     "blocking",
     "PerWorker",
     "serve_per_worker",

@@ -1,20 +1,36 @@
-"""wait(), sleep(), ioloop(), run_in_executor() and @blocking.
+"""wait(), sleep(), ioloop(), to_thread() and @blocking.
 
 How it works: the worker's IOLoop runs in the worker's main greenlet (the
 hub); every request runs in a greenlet below it. Waiting means: arrange for
 the loop to switch back to the current greenlet when the awaitable is done,
 then switch to the hub. Only the calling request is suspended.
+
+The engine publishes what it runs in its own module, ``uwsgi_tornado_engine``
+(created in each worker after fork): ``hub`` (the loop's greenlet), ``loop``
+(the asyncio loop), ``ioloop`` (its Tornado IOLoop) and ``sleep`` (the
+engine's ``uwsgi.async_sleep``, on its C timer heap). The glue takes them
+from there.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
-from typing import Any, Awaitable, Callable, TypeVar, Union
+import sys
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, Union
 
 import greenlet
 from tornado.ioloop import IOLoop
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 10):
+        from typing import ParamSpec
+    else:
+        from typing_extensions import ParamSpec
+
+    P = ParamSpec("P")
 
 T = TypeVar("T")
 Waitable = Union[Awaitable[T], "concurrent.futures.Future[T]"]
@@ -23,39 +39,45 @@ Waitable = Union[Awaitable[T], "concurrent.futures.Future[T]"]
 _DONE = object()
 _TIMEOUT = object()
 
+ENGINE_MODULE = "uwsgi_tornado_engine"
+
+if sys.version_info >= (3, 11):
+    WaitTimeout = TimeoutError
+else:
+    class WaitTimeout(asyncio.TimeoutError, TimeoutError):
+        """What :func:`wait` raises when its timeout passes: both a
+        ``TimeoutError`` and an ``asyncio.TimeoutError`` (one class from
+        Python 3.11 on, two before)."""
+
+
+def _engine() -> Any:
+    """The engine's module in this worker, or None (the master, a plain
+    process, another loop engine)."""
+    return sys.modules.get(ENGINE_MODULE)
+
 
 def _hub() -> greenlet.greenlet:
     """The greenlet running the worker's loop, or RuntimeError saying why
     there is nothing to suspend."""
+    hub = getattr(_engine(), "hub", None)
     current = greenlet.getcurrent()
-    if current.parent is None:
+    if hub is None or current is hub or current.parent is None:
         raise RuntimeError(
             "uwsgidecorators_ext can only wait inside a request (or a greenlet started "
             "below one) of a uWSGI worker running --tornado N --greenlet: this code runs in "
             "the loop's own greenlet, at import time, in the master or in a plain thread, "
             "where waiting would block every request"
         )
-    root = current
-    while root.parent is not None:
-        root = root.parent
-    return root
-
-
-_loop: asyncio.AbstractEventLoop | None = None
+    return hub
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
-    # asyncio._get_running_loop() costs a getpid() system call per call (its
-    # fork check), a measurable share of a C10K run: keep the worker's loop.
-    # Only a worker gets here with a running loop, so the cache never holds
-    # the master's loop.
-    global _loop
-    if _loop is not None and _loop.is_running():
-        return _loop
-    loop = asyncio._get_running_loop()
-    if loop is None:
+    """The worker's running asyncio loop (the engine's), else RuntimeError.
+    (asyncio._get_running_loop() would cost a getpid() system call per call,
+    its fork check: a measurable share of a C10K run.)"""
+    loop = getattr(_engine(), "loop", None)
+    if loop is None or not loop.is_running():
         raise RuntimeError("uwsgidecorators_ext: no running IOLoop in this process (is this a --tornado worker?)")
-    _loop = loop
     return loop
 
 
@@ -75,7 +97,9 @@ def wait(awaitable: Waitable[T], timeout: float | None = None) -> T:
 
     ``awaitable`` is a Tornado or asyncio Future, a Task, a coroutine, or a
     ``concurrent.futures.Future``. With ``timeout`` (seconds), raise
-    ``TimeoutError`` when it passes and cancel what was waited for.
+    :class:`WaitTimeout` when it passes and cancel what was waited for:
+    ``except TimeoutError`` and ``except asyncio.TimeoutError`` both catch
+    it, on every supported Python.
     Outside a request greenlet, raise ``RuntimeError``. A coroutine that
     ``wait`` refuses (outside a request, a wrong ``timeout``) is closed.
 
@@ -115,7 +139,7 @@ def wait(awaitable: Waitable[T], timeout: float | None = None) -> T:
             why = hub.switch()
             if why is _TIMEOUT and not future.done():
                 future.cancel()
-                raise TimeoutError(f"wait() gave up after {timeout} s")
+                raise WaitTimeout(f"wait() gave up after {timeout} s")
             if future.done():
                 break
             # switched to by someone else (an app's own callback): keep waiting
@@ -152,22 +176,10 @@ def sleep(seconds: float) -> None:
         timer.cancel()
 
 
-_UNSET: Any = object()
-_engine_sleep_fn: Any = _UNSET
-
-
 def _engine_sleep() -> Callable[[float], object] | None:
     """The tornado engine's ``uwsgi.async_sleep`` (its C timer heap: no
     Python object per sleep), or None where this is not that engine."""
-    global _engine_sleep_fn
-    if _engine_sleep_fn is _UNSET:
-        try:
-            import uwsgi
-        except ImportError:
-            uwsgi = None
-        fn = getattr(uwsgi, "async_sleep", None)
-        _engine_sleep_fn = fn if getattr(fn, "__module__", None) == "uwsgi_tornado_engine" else None
-    return _engine_sleep_fn
+    return getattr(_engine(), "sleep", None)
 
 
 def ioloop() -> IOLoop:
@@ -177,25 +189,43 @@ def ioloop() -> IOLoop:
 
         ioloop().call_later(1.0, print, "one second later, in this worker")
     """
-    return IOLoop.current()
+    engine_ioloop = getattr(_engine(), "ioloop", None)
+    return engine_ioloop if engine_ioloop is not None else IOLoop.current()
+
+
+def to_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a blocking ``fn(*args, **kwargs)`` in the loop's thread pool, in a
+    copy of the calling request's ``contextvars`` context (as
+    ``asyncio.to_thread`` does), and suspend the calling request until it
+    returns. ``--tornado`` enables Python threads in uWSGI (as
+    ``--enable-threads`` does), which this needs.
+
+    Example::
+
+        digest = to_thread(hashlib.pbkdf2_hmac, "sha256", pw, salt, iterations=600_000)
+    """
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return wait(_running_loop().run_in_executor(None, call))
 
 
 def run_in_executor(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking ``fn(*args)`` in the loop's thread pool and suspend the
-    calling request until it returns. ``--tornado`` enables Python threads in
-    uWSGI (as ``--enable-threads`` does), which this needs.
+    """The earlier name of :func:`to_thread` (which also takes keyword
+    arguments); unlike Tornado's ``IOLoop.run_in_executor(executor, func,
+    *args)`` it takes no executor and returns the result, not a Future.
 
     Example::
 
         digest = run_in_executor(hashlib.pbkdf2_hmac, "sha256", pw, salt, 600_000)
     """
-    return wait(_running_loop().run_in_executor(None, functools.partial(fn, *args)))
+    return to_thread(fn, *args)
 
 
-def blocking(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Decorate a Tornado ``RequestHandler`` method so it runs in a greenlet of
-    its own and may call :func:`wait`, :func:`sleep` and the uWSGI API in a
-    blocking style, without monkey-patching.
+def blocking(method: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """Decorate a Tornado ``RequestHandler`` method (or any function) so it
+    runs in a greenlet of its own and may call :func:`wait`, :func:`sleep`
+    and the uWSGI API in a blocking style, without monkey-patching. The
+    decorated function keeps its signature (it returns an awaitable of its
+    result) and runs in a copy of the caller's ``contextvars`` context.
 
     Example::
 
@@ -207,7 +237,7 @@ def blocking(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """
 
     @functools.wraps(method)
-    async def run_in_greenlet(*args: Any, **kwargs: Any) -> T:
+    async def run_in_greenlet(*args: P.args, **kwargs: P.kwargs) -> T:
         loop = _running_loop()
         future: asyncio.Future = loop.create_future()
         hub = greenlet.getcurrent()
@@ -222,7 +252,9 @@ def blocking(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
                 if not future.cancelled():
                     future.set_result(result)
 
-        greenlet.greenlet(body, parent=hub).switch()
+        runner = greenlet.greenlet(body, parent=hub)
+        runner.gr_context = contextvars.copy_context()  # a new greenlet starts in an empty one
+        runner.switch()
         return await future
 
     return run_in_greenlet

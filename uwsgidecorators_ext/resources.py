@@ -14,14 +14,15 @@ import asyncio
 import inspect
 from typing import Any, Awaitable, Callable, Generic, Optional, TypeVar, Union
 
-from .core import _running_loop, wait
+from .core import _engine, _running_loop, wait
 
 T = TypeVar("T")
 
 
 class PerWorker(Generic[T]):
     """A resource created once per worker by ``create()`` (a coroutine
-    function, or a function returning an awaitable or the resource itself)
+    function, ``async def``, or a function returning an awaitable or the
+    resource itself; a coroutine object is refused: it could only run once)
     and closed at worker exit by ``close(resource)`` (which may return an
     awaitable).
 
@@ -45,6 +46,15 @@ class PerWorker(Generic[T]):
 
     def __init__(self, create: Callable[[], Union[Awaitable[T], T]],
                  close: Optional[Callable[[T], Optional[Awaitable[Any]]]] = None) -> None:
+        if inspect.isawaitable(create) or not callable(create):
+            # a coroutine made at import time runs once, in one worker, on a
+            # loop that may not be this worker's: each worker needs its own
+            if inspect.iscoroutine(create):
+                create.close()
+            raise TypeError("PerWorker(create) needs a function that makes the resource (an async def, "
+                            f"or a function returning it or an awaitable of it), not {create!r}: "
+                            "pass the function itself, e.g. PerWorker(make_pool) or "
+                            "PerWorker(lambda: asyncpg.create_pool(DSN))")
         self._create = create
         self._close = close
         self._creating: Optional[asyncio.Future] = None
@@ -103,10 +113,8 @@ class PerWorker(Generic[T]):
 
 def _running_loop_or_stopped() -> asyncio.AbstractEventLoop:
     """The worker's loop, running (a request) or stopped (worker exit)."""
-    try:
-        return _running_loop()
-    except RuntimeError:
-        return asyncio.get_event_loop()
+    loop = getattr(_engine(), "loop", None)
+    return loop if loop is not None else asyncio.get_event_loop()
 
 
 _to_close: list[PerWorker[Any]] = []

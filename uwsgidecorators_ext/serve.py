@@ -11,9 +11,11 @@ after fork too. Three ways to share the work between workers:
   bound (``--shared-socket``) or that a process manager such as circus handed
   over, inherited by every worker, which all accept on it.
 
-Each call registers its work to run after fork and returns at once; errors
-(port in use, bad fd) are logged with the port or fd and leave the worker
-serving its WSGI app.
+Each call returns the :class:`~tornado.httpserver.HTTPServer` it starts (in
+each worker, the server that worker listens with: ``server.stop()`` there
+stops it), registers the listening to happen after fork and returns at once;
+errors (port in use, bad fd) are logged with the port or fd and leave the
+worker serving its WSGI app.
 """
 from __future__ import annotations
 
@@ -83,78 +85,91 @@ def _worker_id() -> int:
         return 0
 
 
-def serve_per_worker(app: Application, base_port: int, address: str = "127.0.0.1", **server_options: Any) -> None:
+def serve_per_worker(app: Application, base_port: int, address: str = "127.0.0.1", **server_options: Any) -> HTTPServer:
     """Listen on ``base_port + worker_id`` in every worker.
 
     Example (in the WSGI file)::
 
-        serve_per_worker(tornado.web.Application([(r"/", Main)]), 8000)
+        server = serve_per_worker(tornado.web.Application([(r"/", Main)]), 8000)
         # worker 1 on 8001, worker 2 on 8002, ...
     """
+    server = HTTPServer(app, **server_options)
 
     def setup() -> None:
-        port = base_port + _worker_id()
-        server = HTTPServer(app, **server_options)
-        server.add_sockets(_bind(port, address, reuse_port=False))
+        server.add_sockets(_bind(base_port + _worker_id(), address, reuse_port=False))
 
     _after_fork(setup, f"on port {base_port} + worker id")
+    return server
 
 
-def serve_reuseport(app: Application, port: int, address: str = "127.0.0.1", **server_options: Any) -> None:
+def serve_reuseport(app: Application, port: int, address: str = "127.0.0.1", **server_options: Any) -> HTTPServer:
     """Listen on one port in every worker with ``SO_REUSEPORT``.
 
     Example::
 
-        serve_reuseport(tornado.web.Application([(r"/", Main)]), 8000)
+        server = serve_reuseport(tornado.web.Application([(r"/", Main)]), 8000)
     """
+    server = HTTPServer(app, **server_options)
 
     def setup() -> None:
-        server = HTTPServer(app, **server_options)
         server.add_sockets(_bind(port, address, reuse_port=True))
 
     _after_fork(setup, f"on port {port} (SO_REUSEPORT)")
+    return server
 
 
-def serve_fd(app: Application, fd: int, **server_options: Any) -> None:
+def _add_inherited(server: HTTPServer, fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise OSError(f"fd {fd} is not a socket this process inherited: {exc}") from exc
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1:
+        sock.close()
+        raise OSError(f"fd {fd} is not a listening socket")
+    sock.setblocking(False)
+    server.add_sockets([sock])
+
+
+def serve_fd(app: Application, fd: int, **server_options: Any) -> HTTPServer:
     """Accept on an inherited listening socket, given by its fd, in every worker.
 
     Example (circus hands the socket as fd 3)::
 
-        serve_fd(tornado.web.Application([(r"/", Main)]), 3)
+        server = serve_fd(tornado.web.Application([(r"/", Main)]), 3)
     """
-
-    def setup() -> None:
-        try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError as exc:
-            raise OSError(f"fd {fd} is not a socket this process inherited: {exc}") from exc
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1:
-            sock.close()
-            raise OSError(f"fd {fd} is not a listening socket")
-        sock.setblocking(False)
-        HTTPServer(app, **server_options).add_sockets([sock])
-
-    _after_fork(setup, f"on fd {fd}")
+    server = HTTPServer(app, **server_options)
+    _after_fork(lambda: _add_inherited(server, fd), f"on fd {fd}")
+    return server
 
 
-def serve_shared_socket(app: Application, address: str, **server_options: Any) -> None:
+def split_address(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:8000"`` -> ``("127.0.0.1", 8000)``; ``"[::1]:8000"`` ->
+    ``("::1", 8000)`` (uWSGI's spelling of an IPv6 address and port)."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def serve_shared_socket(app: Application, address: str, **server_options: Any) -> HTTPServer:
     """Accept, in every worker, on the socket uWSGI's master bound with
-    ``--shared-socket ADDRESS`` (``"127.0.0.1:8000"``).
+    ``--shared-socket ADDRESS`` (``"127.0.0.1:8000"``, ``"[::1]:8000"``).
 
     Example::
 
         # uwsgi ... --shared-socket 127.0.0.1:8000
-        serve_shared_socket(tornado.web.Application([(r"/", Main)]), "127.0.0.1:8000")
+        server = serve_shared_socket(tornado.web.Application([(r"/", Main)]), "127.0.0.1:8000")
     """
+    server = HTTPServer(app, **server_options)
 
     def setup() -> None:
-        host, _, port = address.rpartition(":")
-        fd = find_listening_fd(host, int(port))
+        fd = find_listening_fd(*split_address(address))
         if fd is None:
             raise OSError(f"no inherited listening socket on {address}: add --shared-socket {address}")
-        serve_fd(app, fd, **server_options)
+        _add_inherited(server, fd)
 
     _after_fork(setup, f"on shared socket {address}")
+    return server
 
 
 def find_listening_fd(host: str, port: int) -> int | None:

@@ -11,63 +11,10 @@
 
 /*
  * The cold path in Python: finding or repairing the worker's asyncio loop is
- * attribute work on asyncio's objects, clearer here than in C.
- *
- * A loop created before fork (a preloaded app that ran IOLoop.current() or
- * built an AsyncHTTPClient at import time) shares its epoll fd and its
- * self-pipe with the master and every other worker. The app holds that loop
- * object, so it must stay the loop this worker runs: we give it a fresh
- * selector holding the same registrations and a fresh self-pipe, and drop its
- * default executor, whose threads did not survive fork.
+ * attribute work on asyncio's objects, clearer in Python than in C. It is
+ * tw_worker.py, embedded at build time (uwsgiplugin.py writes tw_worker_py.h).
  */
-static const char tw_worker_py[] =
-	"import asyncio, selectors, signal\n"
-	"from asyncio import selector_events\n"
-	"from tornado.ioloop import IOLoop\n"
-	"\n"
-	"def _own_kernel_state(loop):\n"
-	"    old = loop._selector\n"
-	"    pipe = set()\n"
-	"    if loop._ssock is not None:\n"
-	"        pipe = {loop._ssock.fileno(), loop._csock.fileno()}\n"
-	"    new = type(old)()\n"
-	"    for key in list(old.get_map().values()):\n"
-	"        if key.fd not in pipe:\n"
-	"            new.register(key.fileobj, key.events, key.data)\n"
-	"    loop._selector = new\n"
-	"    old.close()\n"
-	"    if loop._ssock is not None:\n"
-	"        loop._ssock.close()\n"
-	"        loop._csock.close()\n"
-	"        loop._ssock = loop._csock = None\n"
-	"        loop._internal_fds -= 1\n"
-	"        loop._make_self_pipe()\n"
-	"        if getattr(loop, '_signal_handlers', None):\n"
-	"            signal.set_wakeup_fd(loop._csock.fileno())\n"
-	"    loop._default_executor = None\n"
-	"\n"
-	"def _pre_fork_loop():\n"
-	"    # the asyncio loop of the newest IOLoop the app made in the master (Tornado\n"
-	"    # maps each to its IOLoop; the map survives fork): asyncio forgets its\n"
-	"    # current loop in a child whose at-fork hooks run (3.12+), and its policy\n"
-	"    # API, which holds that loop, is deprecated from 3.14 on\n"
-	"    loops = [loop for loop in getattr(IOLoop, '_ioloop_for_asyncio', {})\n"
-	"             if not loop.is_closed() and not loop.is_running()]\n"
-	"    return loops[-1] if loops else None\n"
-	"\n"
-	"def worker_ioloop(use_uvloop):\n"
-	"    loop = _pre_fork_loop()\n"
-	"    if isinstance(loop, selector_events.BaseSelectorEventLoop):\n"
-	"        _own_kernel_state(loop)\n"
-	"    else:\n"
-	"        loop = None\n"
-	"    if loop is None and use_uvloop:\n"
-	"        import uvloop\n"
-	"        loop = uvloop.new_event_loop()\n"
-	"    if loop is None:\n"
-	"        loop = asyncio.new_event_loop()\n"
-	"    asyncio.set_event_loop(loop)\n"
-	"    return IOLoop.current(), loop\n";
+#include "tw_worker_py.h"
 
 static PyObject *tw_core_run(PyObject *self, PyObject *unused);
 static PyMethodDef tw_core_run_def = {"uwsgi_tornado_core", tw_core_run, METH_NOARGS, "serve the connections given to one async core"};
@@ -76,7 +23,7 @@ static PyMethodDef tw_core_run_def = {"uwsgi_tornado_core", tw_core_run, METH_NO
 static int tw_setup_ioloop(void) {
 	int ret = -1;
 	PyObject *code = NULL, *module = NULL, *result = NULL;
-	code = Py_CompileString(tw_worker_py, "<uwsgi tornado engine>", Py_file_input);
+	code = Py_CompileString(tw_worker_py, "tw_worker.py", Py_file_input);
 	if (!code) goto end;
 	module = PyImport_ExecCodeModule("uwsgi_tornado_engine", code);
 	if (!module) goto end;
@@ -97,6 +44,23 @@ end:
 	Py_XDECREF(module);
 	Py_XDECREF(code);
 	return ret;
+}
+
+/* What the glue (uwsgidecorators_ext) takes from the engine's module, so
+ * that it never has to guess: the hub, the loops, the engine's sleep. */
+static int tw_publish_engine(void) {
+	PyObject *module = PyImport_AddModule("uwsgi_tornado_engine");   /* borrowed */
+	PyObject *uwsgi_dict = get_uwsgi_pydict("uwsgi");                /* borrowed */
+	PyObject *sleep = uwsgi_dict ? PyDict_GetItemString(uwsgi_dict, "async_sleep") : NULL;   /* borrowed */
+	if (!module || !sleep) {
+		if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "the engine's module or uwsgi.async_sleep is missing");
+		return -1;
+	}
+	if (PyObject_SetAttrString(module, "hub", utornado.hub) || PyObject_SetAttrString(module, "loop", utornado.aloop)
+		|| PyObject_SetAttrString(module, "ioloop", utornado.ioloop) || PyObject_SetAttrString(module, "sleep", sleep)) {
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- cores ---- */
@@ -424,6 +388,7 @@ void tw_loop(void) {
 
 	tw_hooks_install();
 	tw_replace_module_functions();
+	if (tw_publish_engine()) uwsgi_pyexit;
 	tw_signals_init();
 	tw_framing_init();
 	tw_keepalive_init();

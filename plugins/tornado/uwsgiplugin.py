@@ -52,3 +52,32 @@ if here:
     # uwsgiconfig.py compiles <here>/<entry>.c, which the kernel resolves from
     # the real directory
     GCC_LIST = [os.path.relpath(os.path.join(copy, source), os.path.realpath(here)) for source in SOURCES]
+
+
+def plugin_dir():
+    """Where this build compiles the sources: the copy of an embedded build,
+    else the directory uwsgiconfig.py was given (--plugin/--extra-plugin DIR,
+    which `uwsgi --build-plugin` passes)."""
+    if here:
+        return copy
+    for option in ('--extra-plugin', '-x', '--plugin', '-p'):
+        if option in sys.argv[:-1]:
+            return os.path.abspath(sys.argv[sys.argv.index(option) + 1])
+    return os.getcwd()
+
+
+def embed_python(directory, name, symbol):
+    """<name>.py as a C string constant in <name>_py.h, so that the plugin
+    carries its Python code (loop.c includes it)."""
+    with open(os.path.join(directory, name + '.py')) as f:
+        text = f.read()
+    out = ['/* generated from %s.py by uwsgiplugin.py at build time: do not edit */' % name,
+           'static const char %s[] =' % symbol]
+    for line in text.splitlines(True):
+        out.append('\t"%s"' % line.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n'))
+    out[-1] += ';'
+    with open(os.path.join(directory, name + '_py.h'), 'w') as f:
+        f.write('\n'.join(out) + '\n')
+
+
+embed_python(plugin_dir(), 'tw_worker', 'tw_worker_py')

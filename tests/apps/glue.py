@@ -2,6 +2,7 @@
 timeouts, cancellation, exceptions, misuse, and Tornado apps in every worker."""
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import sys
 import threading
@@ -16,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 
 from uwsgidecorators_ext import (PerWorker, blocking, ioloop, run_in_executor, serve_per_worker, serve_reuseport,
-                                 serve_fd, serve_shared_socket, sleep, wait)
+                                 serve_fd, serve_shared_socket, sleep, to_thread, wait)
 
 BACKEND = os.environ.get("BACKEND_URL", "")
 ECHO_PORT = int(os.environ.get("ECHO_PORT", "0"))
@@ -32,6 +33,24 @@ except RuntimeError as exc:
 class Pid(tornado.web.RequestHandler):
     def get(self):
         self.write(str(os.getpid()))
+
+
+request_id = contextvars.ContextVar("request_id", default="unset")
+
+
+@blocking
+def read_request_id(suffix, *, times=1):
+    sleep(0.01)
+    return request_id.get() + suffix * times
+
+
+class BlockingContext(tornado.web.RequestHandler):
+    """@blocking runs in the caller's contextvars context and keeps the
+    decorated function's arguments."""
+
+    async def get(self):
+        request_id.set("req-42")
+        self.write(await read_request_id("!", times=2))
 
 
 class BlockingFetch(tornado.web.RequestHandler):
@@ -50,15 +69,18 @@ if os.environ.get("PRE_FORK_LOOP"):
     PRE_FORK_LOOP = IOLoop.current()
 
 AsyncHTTPClient.configure(None, max_clients=500)
-tornado_app = tornado.web.Application([(r"/pid", Pid), (r"/blocking", BlockingFetch)])
+tornado_app = tornado.web.Application([(r"/pid", Pid), (r"/blocking", BlockingFetch),
+                                       (r"/blocking-context", BlockingContext)])
+# the HTTPServer each serve_* returns: in a worker, the one listening there
+tornado_server = None
 if os.environ.get("PER_WORKER_PORT"):
-    serve_per_worker(tornado_app, int(os.environ["PER_WORKER_PORT"]))
+    tornado_server = serve_per_worker(tornado_app, int(os.environ["PER_WORKER_PORT"]))
 if os.environ.get("REUSEPORT_PORT"):
-    serve_reuseport(tornado_app, int(os.environ["REUSEPORT_PORT"]))
+    tornado_server = serve_reuseport(tornado_app, int(os.environ["REUSEPORT_PORT"]))
 if os.environ.get("SERVE_FD"):
-    serve_fd(tornado_app, int(os.environ["SERVE_FD"]))
+    tornado_server = serve_fd(tornado_app, int(os.environ["SERVE_FD"]))
 if os.environ.get("SHARED_SOCKET"):
-    serve_shared_socket(tornado_app, os.environ["SHARED_SOCKET"])
+    tornado_server = serve_shared_socket(tornado_app, os.environ["SHARED_SOCKET"])
 
 
 class Boom(Exception):
@@ -120,6 +142,19 @@ def make_flaky():
 
 slow_resource = PerWorker(make_slowly)
 flaky_resource = PerWorker(make_flaky)
+
+
+async def make_async():
+    await asyncio.sleep(0.01)
+    return "made by an async def"
+
+
+async_resource = PerWorker(make_async)
+try:
+    PerWorker(make_async())  # a coroutine object: refused, and closed
+    COROUTINE_OBJECT = "accepted"
+except TypeError as exc:
+    COROUTINE_OBJECT = str(exc)
 
 
 def run(kind, q):
@@ -202,6 +237,41 @@ def run(kind, q):
         return " ".join(sys.warnoptions).encode()
     if kind == "pre-fork-loop":
         return b"same" if ioloop() is PRE_FORK_LOOP else b"other"
+    if kind == "per-worker-async":
+        return async_resource.get().encode()
+    if kind == "per-worker-coroutine-object":
+        return COROUTINE_OBJECT.encode()
+    if kind == "timeout-both":
+        caught = []
+        try:
+            wait(forever(), timeout=0.05)
+        except TimeoutError:
+            caught.append("TimeoutError")
+        try:
+            wait(forever(), timeout=0.05)
+        except asyncio.TimeoutError:
+            caught.append("asyncio.TimeoutError")
+        return " ".join(caught).encode()
+    if kind == "to-thread":
+        request_id.set("in-request")
+
+        def work(a, b, *, sep):
+            time.sleep(0.1)
+            where = "main-thread" if threading.current_thread() is threading.main_thread() else "pool-thread"
+            return sep.join([a, b, request_id.get(), where])
+        return to_thread(work, "x", "y", sep="+").encode()
+    if kind == "engine":
+        import uwsgi
+        import uwsgi_tornado_engine as engine
+        root = greenlet.getcurrent()
+        while root.parent is not None:
+            root = root.parent
+        checks = [engine.hub is root, engine.ioloop is ioloop(), engine.loop is loop,
+                  engine.sleep is uwsgi.async_sleep]
+        return " ".join(str(c) for c in checks).encode()
+    if kind == "stop-tornado-server":
+        tornado_server.stop()
+        return b"stopped"
     if kind == "bad-timeout":
         try:
             wait(asyncio.sleep(0), timeout="soon")
