@@ -254,7 +254,26 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 		uint64_t tag = utornado.events[i].data.u64;
 		uint32_t id = (uint32_t) tag;
 		uint32_t gen = (uint32_t) (tag >> 32);
-		if (id < TW_ID_HANDLER) {
+		if (id & TW_ID_CONN && id < TW_ID_HANDLER) {
+			uint32_t core_id = id & ~TW_ID_CONN;
+			if (core_id >= (uint32_t) utornado.cores) continue;
+			struct tw_core *c = &utornado.core[core_id];
+			if (c->conn_gen != gen || c->conn_fd < 0) continue;   /* an earlier connection's */
+			uint32_t ev = utornado.events[i].events;
+			/* an error or hang-up ends a wait of either kind: the I/O says which */
+			uint32_t got = (ev & (EPOLLERR | EPOLLHUP)) ? (EPOLLIN | EPOLLOUT) : (ev & (EPOLLIN | EPOLLOUT));
+			if (ev & EPOLLRDHUP) got |= EPOLLIN;
+			if (c->suspended && (got & c->conn_wait)) {
+				c->conn_ready |= got & ~c->conn_wait;
+				c->woken_by = c->conn_fd;
+				c->ready_at = batch_at;
+				tw_wake(c, c->gen);
+			}
+			else {
+				c->conn_ready |= got;
+			}
+		}
+		else if (id < TW_ID_HANDLER) {
 			uint32_t core_id = id & ~TW_ID_SLOT1;
 			if (core_id >= (uint32_t) utornado.cores) continue;
 			struct tw_core *c = &utornado.core[core_id];
@@ -293,6 +312,7 @@ int tw_event_init(void) {
 		c->wsgi_req = &uwsgi.workers[uwsgi.mywid].cores[i].req;
 		c->fds[0] = c->fds[1] = -1;
 		c->dup_fds[0] = c->dup_fds[1] = -1;
+		c->conn_fd = -1;
 		c->woken_by = -1;
 		c->heap_idx = -1;
 	}
@@ -409,7 +429,46 @@ void tw_wake(struct tw_core *c, uint32_t gen) {
 	Py_DECREF(ret);
 }
 
+/*
+ * A wait on the core's own connection: registered once, edge-triggered for
+ * both directions, at the first wait, and kept until tw_conn_end(). Returns
+ * 1 when the connection was already seen ready for `events` (the wait ends
+ * at once), 0 when the wait is armed, -1 when the fd is watched already by
+ * someone else (the caller falls back to a registration per wait).
+ */
+static int watch_conn(struct tw_core *c, int slot, int fd, uint32_t events) {
+	if (c->conn_fd != fd) {
+		struct epoll_event ev;
+		ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+		ev.data.u64 = TW_TAG(c->id | TW_ID_CONN, c->conn_gen + 1);
+		if (epoll_ctl(utornado.epfd, EPOLL_CTL_ADD, fd, &ev)) return -1;
+		c->conn_gen++;
+		c->conn_fd = fd;
+		c->conn_ready = 0;   /* the registration reports what is ready now */
+	}
+	if (c->conn_ready & events) {
+		c->conn_ready &= ~events;
+		return 1;
+	}
+	c->conn_wait = events;
+	c->fds[slot] = fd;
+	return 0;
+}
+
+/* The core's connection is over (closed, or handed back): its registration
+ * went with its close; events still queued for it carry an old generation. */
+void tw_conn_end(struct tw_core *c) {
+	c->conn_fd = -1;
+	c->conn_wait = 0;
+	c->conn_ready = 0;
+}
+
+/* 1: ready at once (the core's connection), 0: watching, -1: error */
 static int watch_core_fd(struct tw_core *c, int slot, int fd, uint32_t events) {
+	if (c->busy && fd == c->wsgi_req->fd && !c->conn_wait) {
+		int r = watch_conn(c, slot, fd, events);
+		if (r >= 0) return r;
+	}
 	uint64_t tag = TW_TAG(c->id | (slot ? TW_ID_SLOT1 : 0), c->gen);
 	if (tw_watch(fd, events, tag) == 0) {
 		c->fds[slot] = fd;
@@ -432,7 +491,10 @@ static int watch_core_fd(struct tw_core *c, int slot, int fd, uint32_t events) {
 static void unwatch_core_fds(struct tw_core *c) {
 	int j;
 	for (j = 0; j < 2; j++) {
-		if (c->dup_fds[j] >= 0) {
+		if (c->conn_wait && c->fds[j] == c->conn_fd) {
+			c->conn_wait = 0;   /* stays registered */
+		}
+		else if (c->dup_fds[j] >= 0) {
 			close(c->dup_fds[j]);   /* closing unregisters it */
 			c->dup_fds[j] = -1;
 		}
@@ -471,8 +533,16 @@ int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t t
 		}
 	}
 
-	if ((fd0 >= 0 && watch_core_fd(c, 0, fd0, events)) || (fd1 >= 0 && watch_core_fd(c, 1, fd1, events))) {
+	int w0 = fd0 >= 0 ? watch_core_fd(c, 0, fd0, events) : 0;
+	int w1 = w0 == 0 && fd1 >= 0 ? watch_core_fd(c, 1, fd1, events) : 0;
+	if (w0 < 0 || w1 < 0) {
 		uwsgi_error("[tornado] watching an fd for a wait");
+		goto end;
+	}
+	if (w0 > 0 || w1 > 0) {
+		/* the connection was seen ready while nobody waited on it */
+		c->woken_by = c->conn_fd;
+		ret = 1;
 		goto end;
 	}
 	if (deadline) {

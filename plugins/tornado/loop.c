@@ -83,6 +83,7 @@ static void tw_put_wsgi_req(struct wsgi_request *wsgi_req) {
 }
 
 static void tw_core_free(struct tw_core *c) {
+	tw_conn_end(c);
 	c->busy = 0;
 	utornado.busy--;
 	tw_put_wsgi_req(c->wsgi_req);

@@ -24,8 +24,9 @@
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
  * a request waits several times, so that cost is per event. Our epoll is
- * registered once as a single reader of the asyncio loop; a wait is then one
- * epoll_ctl() and no Python object at all. Timers work the same way: a heap
+ * registered once as a single reader of the asyncio loop; a connection is
+ * registered in it once (event.c, watch_conn), so a wait on it is no system
+ * call and no Python object at all. Timers work the same way: a heap
  * in C, and one asyncio timer armed for the earliest deadline only.
  */
 #ifndef UWSGI_TORNADO_H
@@ -47,6 +48,7 @@
  * generation of the core's wait, so an event that belongs to a finished wait
  * is recognised and dropped. */
 #define TW_ID_SLOT1   0x40000000u   /* core id | this: the wait's second fd */
+#define TW_ID_CONN    0x20000000u   /* core id | this: the core's connection (generation: conn_gen) */
 #define TW_ID_HANDLER 0x80000000u   /* + handler id */
 #define TW_ID_HANDLER_MAX 0xffffffffu
 #define TW_TAG(id, gen) (((uint64_t) (gen) << 32) | (uint32_t) (id))
@@ -63,6 +65,13 @@ struct tw_core {
 	uint32_t gen;           /* bumped when a wait starts and when it ends */
 	int suspended;          /* in tw_suspend(), waiting for a wake-up */
 	int fds[2];             /* what the current wait registered in the epoll (-1: nothing) */
+	/* the connection's fd stays registered (edge-triggered, in and out) from
+	 * the core's first wait on it until the core is freed: a wait on it costs
+	 * no epoll_ctl; readiness seen while nobody waited is kept in conn_ready */
+	int conn_fd;            /* -1: not registered */
+	uint32_t conn_gen;      /* bumped per registration, carried in its tag */
+	uint32_t conn_wait;     /* the events the current wait wants of it (0: not waiting on it) */
+	uint32_t conn_ready;    /* EPOLLIN/EPOLLOUT seen and not yet waited for */
 	int dup_fds[2];         /* dup()s we made because the fd was already watched */
 	int woken_by;           /* fd that ended the wait, -1 when it was the timer */
 	int timed_out;
@@ -190,6 +199,7 @@ void tw_timer_start(struct tw_core *, uint64_t deadline_ns);
 void tw_timer_stop(struct tw_core *);
 void tw_resume_soon(struct tw_core *);
 int tw_core_wait(struct tw_core *, int fd0, int fd1, uint32_t events, int64_t timeout_ms);
+void tw_conn_end(struct tw_core *);
 int tw_suspend(struct tw_core *);
 void tw_wake(struct tw_core *, uint32_t gen);
 PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1);
