@@ -152,9 +152,11 @@ soak: $(VENV_UWSGI)
 	$(VPY) bench/soak.py
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
-# nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py)
+# nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py);
+# strace: tests/test_engine.py counts the epoll_ctl calls of a worker
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)
 	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 
 # servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)

@@ -294,6 +294,32 @@ def test_keep_alive_serves_1000_requests_over_one_connection(uwsgi):
             assert head.startswith(b"HTTP/1.1 200") and body == b"Hello World"
 
 
+def test_keep_alive_requests_cost_no_epoll_ctl_beyond_one_per_connection(uwsgi, tmp_path):
+    """The connection stays registered in the engine's epoll while its core
+    owns it: 300 requests on one connection, each waited for, make at most
+    one epoll_ctl (strace counts the worker's calls)."""
+    server = uwsgi("basic.py", socket_opt="--http11-socket")
+    counts = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=epoll_ctl,read,writev", "-o", str(counts),
+                               "-p", str(server.pid)], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)  # attached
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            buf = b""
+            for _ in range(300):
+                time.sleep(0.002)  # the core waits for each request: a wait on the connection each time
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                head, body, buf = read_response(s, buf)
+                assert head.startswith(b"HTTP/1.1 200") and body == b"Hello World"
+    finally:
+        tracer.send_signal(2)
+        tracer.wait(10)
+    calls = {line.split()[-1]: int(line.split()[3]) for line in counts.read_text().splitlines()
+             if line.strip() and line.split()[-1] in ("epoll_ctl", "read", "writev")}
+    assert calls.get("writev", 0) >= 300, counts.read_text()
+    assert calls.get("epoll_ctl", 0) <= 2, counts.read_text()
+
+
 def test_keep_alive_connection_is_closed_when_the_app_fails_before_responding(uwsgi):
     server = uwsgi("basic.py", socket_opt="--http11-socket")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
