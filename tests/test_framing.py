@@ -33,6 +33,8 @@ SMUGGLING = [
     ("bare-lf-before-content-length", b"POST / HTTP/1.1\r\nHost: x\r\nX-A: a\nContent-Length: 33\r\n\r\n", SECRET, 400),
     ("lines-ending-in-bare-lf", b"POST / HTTP/1.1\nHost: x\nContent-Length: 33\n\r\n\r\n", SECRET, 400),
     ("content-length-body-not-read", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 33\r\n\r\n", SECRET, 200),
+    # uWSGI's parser keeps a leading HTAB in the value and reads "\t33" as 0
+    ("tab-before-content-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\t33\r\n\r\n", SECRET, 400),
 ]
 
 # heads refused before the app runs: (id, head, status)
@@ -154,6 +156,84 @@ def test_a_head_larger_than_the_buffer_is_431(framing):
     assert status_of(data) == 431, data
 
 
+def test_a_head_filling_the_buffer_up_to_its_last_cr_lf_cr_is_431(framing):
+    server = framing("--http11-socket", "--buffer-size", "4096")
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+    head += b"a" * (4096 - len(head) - 3) + b"\r\n\r"
+    data = exchange(server.port, head, b"\nmore")
+    assert status_of(data) == 431, data
+
+
+def test_a_head_cut_after_cr_lf_cr_that_times_out_does_not_keep_the_connection(framing):
+    """uWSGI's own close takes such a head for complete: the connection must
+    not wait for a next request, where S would be served."""
+    server = framing("--http11-socket", "--tornado-head-timeout", "1")
+    data = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r", SECRET, pause=1.6)
+    assert b"SECRET" not in data
+    assert not secret_served(server)
+
+
+def test_a_shed_head_cut_after_cr_lf_cr_does_not_keep_the_connection(framing):
+    server = framing("--http11-socket", "--tornado", "4")
+    cut = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
+            cut.append(s)
+        time.sleep(0.3)
+        # a fifth connection sheds the oldest cut one
+        assert exchange(server.port, b"GET / HTTP/1.0\r\n\r\n").endswith(b"public page")
+        for s in cut:
+            try:
+                s.sendall(SECRET)
+            except OSError:
+                pass
+        time.sleep(0.3)
+        assert not secret_served(server)
+    finally:
+        for s in cut:
+            s.close()
+
+
+def test_lingering_connections_hold_no_core(framing):
+    """Refused connections that stay open while the engine lingers on them
+    (RFC 9112 9.6) do not keep a 4-core worker from answering."""
+    server = framing("--http11-socket", "--tornado", "4")
+    held = []
+    try:
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n")
+            held.append(s)
+        for s in held:
+            assert s.recv(4096).startswith(b"HTTP/1.1 400")
+        started = time.monotonic()
+        assert exchange(server.port, b"GET / HTTP/1.0\r\n\r\n").endswith(b"public page")
+        assert time.monotonic() - started < 0.5
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_proxy_protocol_line_is_refused_after_the_first_request(framing):
+    server = framing("--http11-socket", "--enable-proxy-protocol")
+    data = exchange(server.port, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"PROXY TCP4 9.9.9.9 5.6.7.8 1 2\r\nGET /secret HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert responses(data)[:1] == [b"HTTP/1.1 200 OK"], data
+    assert not secret_served(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, rest = read_response(s)
+        while len(rest) < len(b"public page"):
+            rest += s.recv(4096)
+        s.sendall(b"PROXY TCP4 9.9.9.9 5.6.7.8 1 2\r\nGET /secret HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert b"PROXY protocol line after the first request" in data
+    assert not secret_served(server)
+
+
 def test_a_refused_head_followed_by_a_large_body_still_reaches_the_client(framing):
     """Lingering close: the response is not lost to a TCP reset while the
     client is still sending (RFC 9112 9.6)."""
@@ -262,6 +342,13 @@ def read_response(s: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest
+
+
+def test_an_interim_status_as_the_final_response_closes_the_connection(framing):
+    server = framing()
+    data = exchange(server.port, b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert responses(data) == [b"HTTP/1.1 103 Early Hints"], data
+    assert b"should never be sent" not in data
 
 
 @pytest.mark.parametrize("request_line, status", [

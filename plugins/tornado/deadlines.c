@@ -18,6 +18,11 @@
  *     a list, oldest first. When every core is taken and a connection waits
  *     in the backlog, the oldest of them is closed to make room, so complete
  *     requests are served; a drain closes all of them at once.
+ *
+ * And --harakiri covers every request, not only the last one started: the
+ * worker's deadline (which the master enforces) is the one of its oldest
+ * running request. The cores running the app are kept on a list by start
+ * time, so the oldest is its head (no scan of the cores per request).
  */
 #include "tornado.h"
 
@@ -111,4 +116,44 @@ void tw_close_heads(void) {
 		struct tw_core *c = &utornado.core[i];
 		if (c->head_deadline) close_head(c);
 	}
+}
+
+/* ---- harakiri: the oldest request running the app ---- */
+
+static void harakiri_publish(void) {
+	int secs = uwsgi.harakiri_options.workers;
+	if (secs <= 0) return;
+	time_t oldest = utornado.running_first ? utornado.running_first->running_since : 0;
+	uwsgi.workers[uwsgi.mywid].harakiri = oldest ? oldest + secs : 0;
+	if (!uwsgi.master_process) {
+		/* no master: uWSGI's harakiri is a SIGALRM in the worker */
+		time_t left = oldest ? oldest + secs - uwsgi_now() : 0;
+		alarm(oldest ? (left > 0 ? left : 1) : 0);
+	}
+}
+
+/* The app starts running the core's request (after routing). */
+void tw_app_begin(struct tw_core *c) {
+	/* a core whose greenlet died in the app never reached tw_app_end() */
+	tw_app_end(c);
+	c->running_since = uwsgi_now();
+	c->run_prev = utornado.running_last;
+	c->run_next = NULL;
+	if (utornado.running_last) utornado.running_last->run_next = c;
+	else utornado.running_first = c;
+	utornado.running_last = c;
+	harakiri_publish();
+}
+
+/* The request is over: uwsgi_close_request() cleared the worker's harakiri,
+ * set it back for the requests still running. */
+void tw_app_end(struct tw_core *c) {
+	if (!c->running_since) return;
+	if (c->run_prev) c->run_prev->run_next = c->run_next;
+	else utornado.running_first = c->run_next;
+	if (c->run_next) c->run_next->run_prev = c->run_prev;
+	else utornado.running_last = c->run_prev;
+	c->run_prev = c->run_next = NULL;
+	c->running_since = 0;
+	harakiri_publish();
 }

@@ -86,9 +86,12 @@ static void heap_down(int i) {
 	heap_set(i, c);
 }
 
+static PyObject *str_cancel;   /* "cancel", interned once per worker */
+
 static void timer_arm(uint64_t deadline) {
 	if (utornado.timer_handle) {
-		PyObject *r = PyObject_CallMethod(utornado.timer_handle, "cancel", NULL);
+		PyObject *r = PyObject_CallMethodNoArgs(utornado.timer_handle, str_cancel);
+		if (!r) PyErr_Clear();   /* a handle that cannot cancel has fired already */
 		Py_XDECREF(r);
 		Py_CLEAR(utornado.timer_handle);
 	}
@@ -242,6 +245,103 @@ int tw_watch_handler(int fd, tw_fd_handler fn) {
 	return id < 0 ? -1 : tw_handler_watch(id);
 }
 
+/* ---- lingering close (RFC 9112 9.6) ---- */
+
+/*
+ * A connection closed while the client may still be sending (a refused
+ * head, a body the app did not read) is closed in stages, as nginx's
+ * lingering close: write side first, then what arrives is read and dropped
+ * until the client closes, for at most TW_LINGER_NS or TW_LINGER_BYTES, so
+ * the client reads the response instead of a reset. The hub does it, not a
+ * core: a client that keeps such connections open holds no core. All
+ * lingers last the same, so a ring in arrival order is also deadline order;
+ * when it is full (as many as cores), the oldest is closed to make room.
+ */
+#define TW_LINGER_NS (2 * 1000000000ULL)
+#define TW_LINGER_BYTES (1024 * 1024)
+
+struct tw_linger {
+	int fd;                 /* -1: closed early (a hole in the ring) */
+	uint32_t gen;           /* carried in its epoll tag */
+	uint64_t until;
+	size_t dropped;
+};
+
+static struct tw_linger *lingers;
+static int linger_cap, linger_head, linger_count;
+
+static void linger_close(struct tw_linger *l) {
+	if (l->fd < 0) return;
+	close(l->fd);   /* unregisters it */
+	l->fd = -1;
+	l->gen++;
+}
+
+/* read and drop what is there: 1 while the client may still send */
+static int linger_drain(struct tw_linger *l) {
+	static char sink[16384];   /* never read: shared by every linger */
+	while (l->dropped < TW_LINGER_BYTES) {
+		ssize_t n = read(l->fd, sink, sizeof(sink));
+		if (n > 0) {
+			l->dropped += n;
+			continue;
+		}
+		return n < 0 && uwsgi_is_again();
+	}
+	return 0;
+}
+
+static void linger_event(uint32_t slot, uint32_t gen) {
+	if (slot >= (uint32_t) linger_cap) return;
+	struct tw_linger *l = &lingers[slot];
+	if (l->fd < 0 || l->gen != gen) return;
+	if (!linger_drain(l)) linger_close(l);
+}
+
+/* Close the lingers that are over (once a second, and to make room). */
+void tw_linger_sweep(void) {
+	uint64_t now = tw_now_ns();
+	while (linger_count > 0) {
+		struct tw_linger *l = &lingers[linger_head];
+		if (l->fd >= 0 && l->until > now) break;
+		linger_close(l);
+		linger_head = (linger_head + 1) % linger_cap;
+		linger_count--;
+	}
+}
+
+/* Close fd in stages (the hub takes it over): c is the core whose
+ * connection it is, whose epoll registration it inherits. */
+void tw_linger(struct tw_core *c, int fd) {
+	int registered = c && c->conn_fd == fd;
+	if (registered) tw_conn_end(c);
+	if (!linger_cap || shutdown(fd, SHUT_WR)) {
+		close(fd);
+		return;
+	}
+	if (linger_count == linger_cap) {
+		/* full: the oldest goes first */
+		linger_close(&lingers[linger_head]);
+		linger_head = (linger_head + 1) % linger_cap;
+		linger_count--;
+	}
+	int slot = (linger_head + linger_count) % linger_cap;
+	struct tw_linger *l = &lingers[slot];
+	l->fd = fd;
+	l->gen++;
+	l->until = tw_now_ns() + TW_LINGER_NS;
+	l->dropped = 0;
+	linger_count++;
+	if (!linger_drain(l)) {
+		linger_close(l);
+		return;
+	}
+	struct epoll_event ev;
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = TW_TAG(TW_ID_LINGER | (uint32_t) slot, l->gen);
+	if (epoll_ctl(utornado.epfd, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev)) linger_close(l);
+}
+
 static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 	int n = epoll_wait(utornado.epfd, utornado.events, utornado.nevents, 0);
 	if (n < 0) {
@@ -254,7 +354,10 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 		uint64_t tag = utornado.events[i].data.u64;
 		uint32_t id = (uint32_t) tag;
 		uint32_t gen = (uint32_t) (tag >> 32);
-		if (id & TW_ID_CONN && id < TW_ID_HANDLER) {
+		if ((id & TW_ID_KIND) == TW_ID_LINGER) {
+			linger_event(id & ~TW_ID_KIND, gen);
+		}
+		else if (id & TW_ID_CONN && id < TW_ID_HANDLER) {
 			uint32_t core_id = id & ~TW_ID_CONN;
 			if (core_id >= (uint32_t) utornado.cores) continue;
 			struct tw_core *c = &utornado.core[core_id];
@@ -306,6 +409,9 @@ int tw_event_init(void) {
 	utornado.events = uwsgi_calloc(sizeof(struct epoll_event) * utornado.nevents);
 	utornado.core = uwsgi_calloc(sizeof(struct tw_core) * utornado.cores);
 	utornado.heap = uwsgi_calloc(sizeof(struct tw_core *) * utornado.cores);
+	linger_cap = utornado.cores;
+	lingers = uwsgi_calloc(sizeof(struct tw_linger) * linger_cap);
+	for (i = 0; i < linger_cap; i++) lingers[i].fd = -1;
 	for (i = 0; i < utornado.cores; i++) {
 		struct tw_core *c = &utornado.core[i];
 		c->id = i;
@@ -319,7 +425,8 @@ int tw_event_init(void) {
 	utornado.on_events = PyCFunction_New(&tw_on_events_def, NULL);
 	utornado.on_timer = PyCFunction_New(&tw_on_timer_def, NULL);
 	utornado.on_ready = PyCFunction_New(&tw_on_ready_def, NULL);
-	if (!utornado.on_events || !utornado.on_timer || !utornado.on_ready) return -1;
+	str_cancel = PyUnicode_InternFromString("cancel");
+	if (!utornado.on_events || !utornado.on_timer || !utornado.on_ready || !str_cancel) return -1;
 	return 0;
 }
 

@@ -86,7 +86,7 @@ static int add_transfer_codings(const char *v, size_t len, int *codings, int *ch
 	return 0;
 }
 
-struct tw_http_verdict tw_http_check_head(const char *head, size_t len) {
+struct tw_http_verdict tw_http_check_head(const char *head, size_t len, int first_on_connection) {
 	struct tw_http_verdict ok = {.status = 0, .reason = NULL, .flags = 0};
 	const char *p = head;
 	const char *end = head + len;
@@ -94,6 +94,9 @@ struct tw_http_verdict tw_http_check_head(const char *head, size_t len) {
 
 	/* the PROXY protocol v1 line uWSGI's parser skipped (--enable-proxy-protocol) */
 	if (uwsgi.enable_proxy_protocol && len > 6 && !memcmp(p, "PROXY ", 6)) {
+		/* a proxy sends it once, before the first request: later ones would
+		 * let the client name its own address */
+		if (!first_on_connection) return reject(400, "PROXY protocol line after the first request of a connection");
 		const char *nl = memchr(p, '\n', len);
 		if (!nl) return reject(400, "malformed PROXY protocol line");
 		p = nl + 1;
@@ -143,6 +146,12 @@ struct tw_http_verdict tw_http_check_head(const char *head, size_t len) {
 		}
 		size_t value_len = p - value;
 		p += 2;
+		/* uWSGI's parser skips only SP before a value: HTAB stays in it */
+		int tab_first = 0;
+		const char *v;
+		for (v = value; v < value + value_len && (*v == ' ' || *v == '\t'); v++) {
+			if (*v == '\t') tab_first = 1;
+		}
 		trim_ows(&value, &value_len);
 
 		/* framing and the fields the engine acts on (names as the parser left them) */
@@ -160,7 +169,8 @@ struct tw_http_verdict tw_http_check_head(const char *head, size_t len) {
 			if (name_is(name, name_len, "CONTENT_LENGTH", 14)) {
 				size_t i;
 				if (++content_lengths > 1) return reject(400, "more than one Content-Length (RFC 9112 6.3)");
-				if (!value_len || value_len > 18) return reject(400, "invalid Content-Length (RFC 9112 6.3)");
+				/* uWSGI would read "<HTAB>33" as 0: the two must agree */
+				if (!value_len || value_len > 18 || tab_first) return reject(400, "invalid Content-Length (RFC 9112 6.3)");
 				for (i = 0; i < value_len; i++) {
 					if (!isdigit((uint8_t) value[i])) return reject(400, "invalid Content-Length (RFC 9112 6.3)");
 				}

@@ -117,7 +117,7 @@ static struct wsgi_request *tw_current_wsgi_req(void) {
  * happened: 1 for the fd, 0 for the timeout. Returns that, or -1.
  */
 int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
-	int ret = -1, reader = 0;
+	int ret = -1, reader = 0, wfd = -1;
 	PyObject *current = tw_greenlet_current();
 	PyObject *gswitch = NULL, *timer = NULL, *py_fd = NULL, *r = NULL;
 	if (current == utornado.hub) {
@@ -127,7 +127,14 @@ int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
 	gswitch = PyObject_GetAttr(current, utornado.str_switch);
 	if (!gswitch) goto end;
 	if (fd >= 0) {
-		py_fd = PyLong_FromLong(fd);
+		/* asyncio keeps one reader per fd number and add_reader() replaces it:
+		 * watch a duplicate, so a reader the app has on this fd stays */
+		wfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (wfd < 0) {
+			uwsgi_error("[tornado] dup() for a wait outside a core");
+			goto end;
+		}
+		py_fd = PyLong_FromLong(wfd);
 		if (!py_fd) goto end;
 		r = PyObject_CallMethod(utornado.aloop, events & TW_WRITE ? "add_writer" : "add_reader", "OOO", py_fd, gswitch, Py_True);
 		if (!r) goto end;
@@ -155,6 +162,7 @@ end:
 		Py_XDECREF(r);
 		Py_DECREF(timer);
 	}
+	if (wfd >= 0) close(wfd);
 	Py_XDECREF(py_fd);
 	Py_XDECREF(gswitch);
 	Py_DECREF(current);

@@ -130,6 +130,7 @@ static int tw_http_fix_headers(struct wsgi_request *wsgi_req) {
 		char *request_connection = uwsgi_get_var(wsgi_req, "HTTP_CONNECTION", 15, &len);
 		close = (found & TW_CLOSE) || (request_connection && says_close(request_connection, len))
 			|| (!(found & TW_FRAMED) && !c->no_body)   /* 101 included: the connection is the websocket's */
+			|| (wsgi_req->status < 200)                /* an interim status as the final one: no way to go on */
 			|| leaves_unread(c, wsgi_req);
 		c->close_after = close;
 	}
@@ -214,30 +215,6 @@ static ssize_t tw_http_read_body(struct wsgi_request *wsgi_req, char *buf, size_
 	return c->http->read_body(wsgi_req, buf, len);
 }
 
-/* lingering close (RFC 9112 9.6): how long and how much the client may still send */
-#define TW_LINGER_MS 2000
-#define TW_LINGER_BYTES (1024 * 1024)
-
-static void lingering_close(struct tw_core *c, int fd) {
-	static char sink[16384];   /* read and dropped: shared by every core */
-	size_t dropped = 0;
-	uint64_t until = tw_now_ns() + (uint64_t) TW_LINGER_MS * 1000000ULL;
-	if (shutdown(fd, SHUT_WR)) goto done;
-	while (dropped < TW_LINGER_BYTES) {
-		ssize_t n = read(fd, sink, sizeof(sink));
-		if (n > 0) {
-			dropped += n;
-			continue;
-		}
-		if (n == 0 || !uwsgi_is_again()) break;
-		uint64_t now = tw_now_ns();
-		if (now >= until) break;
-		if (tw_core_wait(c, fd, -1, TW_READ, (int64_t) ((until - now + 999999) / 1000000)) <= 0) break;
-	}
-done:
-	close(fd);
-}
-
 /* The end of a request: keep the connection only when its next byte starts
  * a new request (uWSGI's http11 close decides the rest: errors, HTTP/1.0) */
 static void tw_http_close(struct wsgi_request *wsgi_req) {
@@ -246,7 +223,10 @@ static void tw_http_close(struct wsgi_request *wsgi_req) {
 	/* the log says what reached the client */
 	if (c->no_body && wsgi_req->headers_sent) wsgi_req->response_size = 0;
 	int unread = leaves_unread(c, wsgi_req);
-	if (!unread && !(c->close_after && sock->retry)) {
+	/* kept alive only after a head that passed framing.c (a timed-out or
+	 * shed head ending in "\r\n\r" looks complete to uWSGI's own close) */
+	int keep = sock->retry && c->head_ok && !c->close_after && !unread;
+	if (keep || (!sock->retry && !unread)) {
 		c->http->close(wsgi_req);
 		return;
 	}
@@ -254,15 +234,11 @@ static void tw_http_close(struct wsgi_request *wsgi_req) {
 		sock->retry[wsgi_req->async_id] = 0;
 		sock->fd_threads[wsgi_req->async_id] = -1;
 	}
-	/* TLS has its own close; outside the core's greenlet nothing can wait */
-	PyObject *current = tw_greenlet_current();
-	Py_DECREF(current);   /* only its address is compared */
-	if (wsgi_req->ssl || !unread || current != c->greenlet) {
-		if (wsgi_req->ssl) c->http->close(wsgi_req);
-		else close(wsgi_req->fd);
-		return;
-	}
-	lingering_close(c, wsgi_req->fd);
+	/* TLS has its own close */
+	if (wsgi_req->ssl) c->http->close(wsgi_req);
+	/* the hub lingers (event.c), the core is free at once */
+	else if (unread) tw_linger(c, wsgi_req->fd);
+	else close(wsgi_req->fd);
 }
 
 /* ---- rejecting a request head (framing.c judged it) ---- */
@@ -321,6 +297,7 @@ void tw_http_begin(struct tw_core *c) {
 	c->req_flags = 0;
 	c->no_body = 0;
 	c->rejected = 0;
+	c->head_ok = 0;
 	c->http = NULL;
 	int i;
 	for (i = 0; i < http_ops_len; i++) {

@@ -133,8 +133,8 @@ static void tw_serve_one(struct tw_core *c) {
 		if (status < 0) {
 			/* uWSGI's parser refused a complete head, or one larger than
 			 * --buffer-size: say so (a client that left gets nothing) */
-			if (c->http && wsgi_req->proto_parser_status == 3) tw_http_reject(c, 400, "malformed request head");
-			else if (c->http && wsgi_req->proto_parser_pos >= uwsgi.buffer_size) tw_http_reject(c, 431, "request head larger than --buffer-size");
+			if (c->http && wsgi_req->proto_parser_pos >= uwsgi.buffer_size) tw_http_reject(c, 431, "request head larger than --buffer-size");
+			else if (c->http && wsgi_req->proto_parser_status == 3) tw_http_reject(c, 400, "malformed request head");
 			goto broken;
 		}
 		/* bounded by --socket-timeout per read and by the head deadline
@@ -144,17 +144,18 @@ static void tw_serve_one(struct tw_core *c) {
 	tw_head_end(c);
 	if (c->http) {
 		/* strict framing (framing.c) on the raw head, still in the parser's buffer */
-		struct tw_http_verdict v = tw_http_check_head(wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains);
+		struct tw_http_verdict v = tw_http_check_head(wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains,
+			c->conn_requests == 0);
 		if (v.status) {
 			tw_http_reject(c, v.status, v.reason);
 			goto broken;
 		}
 		c->req_flags = v.flags;
+		c->head_ok = 1;
 	}
 	tw_trim_parser_buffer(wsgi_req);
 
-	c->running_since = uwsgi_now();
-	tw_harakiri_update();
+	tw_app_begin(c);
 
 #ifdef UWSGI_ROUTING
 	if (uwsgi_apply_routes(wsgi_req) == UWSGI_ROUTE_BREAK) goto done;
@@ -176,8 +177,7 @@ done:
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
-	c->running_since = 0;
-	tw_harakiri_update();
+	tw_app_end(c);
 	/* not answered at all (a kept-alive client would wait forever for a
 	 * response that will not come), or answered without framing (keepalive.c) */
 	if (!answered || c->close_after) tw_drop_keepalive(sock, c->id);
@@ -198,7 +198,7 @@ static void tw_serve(struct tw_core *c) {
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	int id = c->id;
 	tw_head_begin(c);
-	for (;;) {
+	for (c->conn_requests = 0;; c->conn_requests++) {
 		tw_serve_one(c);
 		/* --http11-socket keeps the connection in sock->retry[core] */
 		if (!sock->retry || !sock->retry[id] || utornado.draining) break;

@@ -74,29 +74,6 @@ void tw_run_atexit(void) {
 	Py_XDECREF(r);
 }
 
-/*
- * --harakiri covers every request, not only the last one started: the
- * worker's deadline (which the master enforces) is the one of its oldest
- * running request. uwsgi_close_request() clears it; we set it back for the
- * requests still running.
- */
-void tw_harakiri_update(void) {
-	int secs = uwsgi.harakiri_options.workers;
-	if (secs <= 0) return;
-	time_t oldest = 0;
-	int i;
-	for (i = 0; i < utornado.cores; i++) {
-		time_t since = utornado.core[i].running_since;
-		if (since && (!oldest || since < oldest)) oldest = since;
-	}
-	uwsgi.workers[uwsgi.mywid].harakiri = oldest ? oldest + secs : 0;
-	if (!uwsgi.master_process) {
-		/* no master: uWSGI's harakiri is a SIGALRM in the worker */
-		time_t left = oldest ? oldest + secs - uwsgi_now() : 0;
-		alarm(oldest ? (left > 0 ? left : 1) : 0);
-	}
-}
-
 /* From the hub: close the connections that have not sent a complete request
  * (idle keep-alive ones, slow or silent clients), so a draining worker waits
  * only for the requests that arrived. */
@@ -170,17 +147,19 @@ static void tw_on_wake(int fd, void *unused) {
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
 }
 
+/* the period of tw_periodic, boxed once per worker */
+static PyObject *one_second;
+
 /* Once a second: the master may retire us without a signal we see. */
 static PyObject *tw_periodic(PyObject *self, PyObject *unused) {
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
 	tw_metrics_sample();
+	tw_linger_sweep();
 	if (!utornado.stopping) {
-		PyObject *one = PyFloat_FromDouble(1.0);
 		/* self is NULL here (a module-less C function): re-arm with our own reference */
-		PyObject *h = one ? tw_loop_call(utornado.call_later, one, utornado.periodic) : NULL;
+		PyObject *h = tw_loop_call(utornado.call_later, one_second, utornado.periodic);
 		if (!h) PyErr_Print();
 		Py_XDECREF(h);
-		Py_XDECREF(one);
 	}
 	Py_RETURN_NONE;
 }
@@ -209,7 +188,8 @@ void tw_signals_init(void) {
 	signal(SIGWINCH, tw_unix_signal);
 
 	utornado.periodic = PyCFunction_New(&tw_periodic_def, NULL);
-	if (!utornado.periodic) uwsgi_pyexit;
+	one_second = PyFloat_FromDouble(1.0);
+	if (!utornado.periodic || !one_second) uwsgi_pyexit;
 	PyObject *h = tw_periodic(NULL, NULL);
 	Py_XDECREF(h);
 }

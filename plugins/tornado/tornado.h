@@ -49,6 +49,8 @@
  * is recognised and dropped. */
 #define TW_ID_SLOT1   0x40000000u   /* core id | this: the wait's second fd */
 #define TW_ID_CONN    0x20000000u   /* core id | this: the core's connection (generation: conn_gen) */
+#define TW_ID_LINGER  0x10000000u   /* + linger slot: a connection closing in stages */
+#define TW_ID_KIND    0xF0000000u
 #define TW_ID_HANDLER 0x80000000u   /* + handler id */
 #define TW_ID_HANDLER_MAX 0xffffffffu
 #define TW_TAG(id, gen) (((uint64_t) (gen) << 32) | (uint32_t) (id))
@@ -83,6 +85,8 @@ struct tw_core {
 	struct tw_core *next_ready;
 	int busy;               /* owns a connection */
 	time_t running_since;   /* the app runs a request since then (0: it does not) */
+	struct tw_core *run_prev; /* deadlines.c: the cores running the app, oldest first (harakiri) */
+	struct tw_core *run_next;
 	uint64_t ready_at;      /* monotonic ns since when the core could run (0: unknown), for the loop lag */
 	/* deadlines.c: a connection that has not delivered its request head yet
 	 * (new, or kept alive between requests) is on the heads list, oldest first */
@@ -96,6 +100,8 @@ struct tw_core {
 	int req_flags;          /* TW_REQ_*: what framing.c found in the head */
 	int no_body;            /* the response has no body (HEAD, 204, 304, 1xx) */
 	int rejected;           /* the head was answered with an error */
+	int head_ok;            /* a complete head passed framing.c: only then may the connection stay open */
+	int conn_requests;      /* requests served on the current connection before this one */
 };
 
 /* framing.c: what a request head says, or why it is refused */
@@ -143,6 +149,8 @@ struct uwsgi_tornado {
 	int draining;                 /* stop accepting, exit when busy drops to 0 */
 	struct tw_core *heads_first;  /* cores waiting for a request head, oldest first */
 	struct tw_core *heads_last;
+	struct tw_core *running_first;  /* cores running the app, oldest first */
+	struct tw_core *running_last;
 	int stopping;
 	int exit_code;
 
@@ -200,6 +208,8 @@ void tw_timer_stop(struct tw_core *);
 void tw_resume_soon(struct tw_core *);
 int tw_core_wait(struct tw_core *, int fd0, int fd1, uint32_t events, int64_t timeout_ms);
 void tw_conn_end(struct tw_core *);
+void tw_linger(struct tw_core *, int fd);
+void tw_linger_sweep(void);
 int tw_suspend(struct tw_core *);
 void tw_wake(struct tw_core *, uint32_t gen);
 PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1);
@@ -226,7 +236,6 @@ void tw_signals_init(void);
 void tw_run_atexit(void);
 void tw_drain(void);
 void tw_core_released(void);
-void tw_harakiri_update(void);
 
 /* deadlines.c */
 void tw_deadlines_defaults(void);
@@ -235,10 +244,12 @@ void tw_head_end(struct tw_core *);
 uint64_t tw_request_deadline(struct tw_core *, int fd, uint32_t events);
 int tw_shed_oldest_head(void);
 void tw_close_heads(void);
+void tw_app_begin(struct tw_core *);
+void tw_app_end(struct tw_core *);
 
 /* framing.c */
 void tw_framing_init(void);
-struct tw_http_verdict tw_http_check_head(const char *head, size_t len);
+struct tw_http_verdict tw_http_check_head(const char *head, size_t len, int first_on_connection);
 
 /* keepalive.c */
 void tw_keepalive_init(void);

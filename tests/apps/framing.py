@@ -22,6 +22,8 @@ def application(environ, start_response):
         return respond(start_response, b"too large", "413 Payload Too Large")
     if path == "/no-content":  # a body the status forbids
         return respond(start_response, b"should never be sent", "204 No Content")
+    if path == "/interim":  # an interim status as the final one
+        return respond(start_response, b"should never be sent", "103 Early Hints")
     if path == "/not-modified":
         return respond(start_response, b"should never be sent", "304 Not Modified")
     if path == "/stream":  # a body without Content-Length, in pieces
