@@ -1,6 +1,9 @@
 """The test suite on every supported CPython: ``make test-matrix``, ``make test PY=3.13``.
 
-The host's interpreter serves its own version; every other version runs in a
+The host's interpreter serves its own version; 3.10 and 3.12, which no
+reachable Debian suite ships, come from the machine image's pyenv and run on
+the host with a venv and uWSGI build of their own (``build/py<version>/``);
+every other version runs in a
 minimal Debian root made with ``debootstrap`` under ``build/roots/<suite>``,
 made once and reused while its recipe (suite, mirror, packages) is unchanged.
 Inside a root the repository is bind-mounted (matrix/inroot.sh) and each
@@ -35,10 +38,13 @@ ROOTS = ROOT / "build" / "roots"
 INROOT = ROOT / "matrix" / "inroot.sh"
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
-# CPython version -> the Debian suite that ships it (3.10 and 3.12 are in none
-# that is still reachable; 3.11 and 3.13 bracket 3.12)
+# CPython version -> the Debian suite that ships it
 SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie", "3.14": "sid", "3.15": "sid"}
-MATRIX = ["3.11", "3.9", "3.13", "3.14", "3.15"]
+# the versions no reachable Debian suite ships (3.10, 3.12) come from the machine image's
+# pyenv (built with a shared libpython and its headers): they run on the host,
+# each with its own venv and uWSGI build, like a root's
+PYENV = ["3.10", "3.12"]
+MATRIX = ["3.11", "3.9", "3.10", "3.12", "3.13", "3.14", "3.15"]
 # the whole suite runs on the oldest and newest we build against, the core of it
 # elsewhere, so that `.ci/run` stays within its time budget (README: Supported versions)
 FULL = {"3.11", "3.15"}
@@ -149,13 +155,33 @@ def ensure_root(suite: str, result: Result) -> Path:
     return path
 
 
-def make_vars(version: str, in_root: bool) -> list[str]:
-    """The make variables of one version: its own venv and builds inside a root."""
-    if not in_root:
+def pyenv_python(version: str) -> str:
+    """The interpreter of `version` in the machine image's pyenv (the newest
+    patch release there), or StepFailed saying where it looked."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(root.glob(f"versions/{version}.*/bin/python{version}"),
+                   key=lambda p: [int(x) for x in p.parent.parent.name.split(".") if x.isdigit()])
+    if not found:
+        raise StepFailed(f"pyenv: no CPython {version} under {root}/versions (the machine image's pyenv ships it)")
+    return str(found[-1])
+
+
+def make_vars(version: str, where: str) -> list[str]:
+    """The make variables of one version: its own venv and builds, in a root
+    or from pyenv; none for the host's own interpreter."""
+    if where == "host":
         return []
     build = f"build/py{version}"
-    return [f"PYTHON=python{version}", f"VENV={build}/venv", f"BUILD={build}",
+    python = pyenv_python(version) if where == "pyenv" else f"python{version}"
+    return [f"PYTHON={python}", f"VENV={build}/venv", f"BUILD={build}",
             f"PLUGIN_SO={build}/tornado_plugin.so", "SKIP_REQ=benchmarks deployment", "TEST_SERVICES="]
+
+
+def where_of(version: str) -> str:
+    """host (this interpreter), pyenv, or root (a Debian root)."""
+    if version == host_version():
+        return "host"
+    return "pyenv" if version in PYENV else "root"
 
 
 def run_step(cmd: list[str], log: Path, what: str) -> str:
@@ -191,8 +217,9 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
         result = run_version("3.13", "full", "-x")
         print(result.passed, result.test_s)
     """
-    in_root = version != host_version()
-    result = Result(python=version, suite=SUITES[version] if in_root else "host", tests=tests)
+    where = where_of(version)
+    in_root = where == "root"
+    result = Result(python=version, suite=SUITES.get(version, "?") if in_root else where, tests=tests)
     logdir = ROOT / "build" / "matrix"
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"py{version}.log"
@@ -200,15 +227,16 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
     result.log = str(log.relative_to(ROOT))
     prefix: list[str] = []
     try:
-        if version not in SUITES:
-            raise StepFailed(f"root: no Debian suite known for CPython {version} (known: {', '.join(SUITES)})")
+        if in_root and version not in SUITES:
+            raise StepFailed(f"root: no Debian suite known for CPython {version} "
+                             f"(known: {', '.join(SUITES)}; from pyenv: {', '.join(PYENV)})")
         if in_root:
             prefix = [str(INROOT), str(ensure_root(SUITES[version], result))]
-        mv = make_vars(version, in_root)
+        mv = make_vars(version, where)
         started = time.monotonic()
         run_step(prefix + ["make", "all", "tools"] + (["plugin"] if tests == "full" else []) + mv, log, "build")
         result.build_s = time.monotonic() - started
-        venv = f"build/py{version}/venv" if in_root else ".venv"
+        venv = f"build/py{version}/venv" if where != "host" else ".venv"
         info = run_step(prefix + [f"{venv}/bin/python", "-c",
                                   "import platform, tornado, greenlet; "
                                   "print('versions', platform.python_version(), tornado.version, greenlet.__version__)"],
@@ -217,7 +245,7 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
         uwsgi = run_step(prefix + [f"{venv}/bin/uwsgi", "--version"], log, "build")
         result.uwsgi = uwsgi.strip().splitlines()[-1]
         selection = "tests" if tests == "full" else " ".join(CORE)
-        if in_root:
+        if where != "host":  # no [deployment] packages in its venv
             pytest_args = " ".join([pytest_args] + [f"--ignore={t}" for t in HOST_ONLY]).strip()
         started = time.monotonic()
         try:
@@ -238,7 +266,7 @@ def table_lines(results: list[Result], when: str) -> list[str]:
     rows = []
     for r in results:
         outcome = f"passed ({r.summary})" if r.passed else f"failed: {r.reason.splitlines()[0]}"
-        where = "host" if r.suite == "host" else f"Debian {r.suite}"
+        where = {"host": "host", "pyenv": "pyenv (machine image)"}.get(r.suite, f"Debian {r.suite}")
         rows.append(f"   {r.cpython if r.cpython != '-' else r.python}, {where}, {r.tornado}, {r.greenlet}, "
                     f"{r.uwsgi}, {'whole suite' if r.tests == 'full' else 'core'}, \"{outcome}\", {when}")
     return [".. csv-table:: Supported versions (written by ``make test-matrix``)",
@@ -269,7 +297,7 @@ def main() -> int:
     parser.add_argument("--pytest-args", default="", help="passed to pytest")
     args = parser.parse_args()
     versions = args.versions or (os.environ.get("MATRIX") or "").split() or MATRIX
-    if os.geteuid() != 0 and any(v != host_version() for v in versions):
+    if os.geteuid() != 0 and any(where_of(v) == "root" for v in versions):
         print("matrix: making and entering Debian roots needs root (debootstrap, chroot, mount)", file=sys.stderr)
         return 2
     started = time.monotonic()
