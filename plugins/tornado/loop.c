@@ -193,6 +193,7 @@ done:
 #endif
 	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
+	tw_ws_end(c);
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
@@ -409,6 +410,7 @@ void tw_loop(void) {
 
 	tw_hooks_install();
 	tw_replace_module_functions();
+	tw_ws_replace_module_functions();
 	tw_signals_init();
 	tw_keepalive_init();
 	tw_listen_init();

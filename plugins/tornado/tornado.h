@@ -18,6 +18,8 @@
  *   keepalive.c whether an HTTP connection stays open after a response
  *              (closes what has no framing, says Connection: close)
  *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
+ *   websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
+ *              uwsgi.websocket_* API, state per core
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -52,6 +54,8 @@
 /* called from the hub when a registered fd is readable */
 typedef void (*tw_fd_handler)(int fd, void *data);
 
+struct tw_ws;
+
 /* One per async core, allocated once per worker. */
 struct tw_core {
 	int id;
@@ -80,6 +84,7 @@ struct tw_core {
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
 	int close_after;        /* keepalive.c: close the connection after this response */
+	struct tw_ws *ws;       /* websocket.c: the core's websocket session, allocated at its first handshake */
 };
 
 /* One per worker, in memory shared with the master, which reads it for
@@ -106,6 +111,7 @@ struct uwsgi_tornado {
 	int head_timeout;             /* --tornado-head-timeout (s, 0: off) */
 	int body_timeout;             /* --tornado-body-timeout (s) */
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
+	int ws_close_timeout;         /* --tornado-websocket-close-timeout (s) */
 
 	/* worker state */
 	int epfd;
@@ -212,6 +218,11 @@ void tw_close_heads(void);
 /* keepalive.c */
 void tw_keepalive_init(void);
 int tw_http_socket(struct uwsgi_socket *);
+
+/* websocket.c */
+void tw_ws_replace_module_functions(void);
+void tw_ws_end(struct tw_core *);
+int tw_ws_drain(void);
 
 /* metrics.c */
 void tw_metrics_register(void);
