@@ -23,7 +23,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 class RawWebSocket:
     """A websocket client that sends whatever frames a test asks for."""
 
-    def __init__(self, port: int, path: str = "/echo", headers: str = "", timeout: float = 10,
+    def __init__(self, port: int, path: str = "/ws", headers: str = "", timeout: float = 10,
                  sock: socket.socket | None = None) -> None:
         self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.settimeout(timeout)
@@ -146,16 +146,16 @@ def test_two_clients_interleaving_fragmented_messages_each_get_their_own_message
     assert worker_alive_and_same(server, pid)
 
 
-def test_twenty_clients_interleaving_fragmented_binary_messages_keep_the_worker(uwsgi):
+def test_twenty_clients_interleaving_fragmented_messages_keep_the_worker(uwsgi):
     server = start(uwsgi)
     pid = server.worker_pids()[0]
     clients = [RawWebSocket(server.port) for _ in range(20)]
     for i, c in enumerate(clients):
-        c.send_frame(0x2, bytes([i]) * 1000, fin=False)
+        c.send_frame(0x1, b"%d" % i * 1000, fin=False)
     for i, c in enumerate(clients):
-        c.send_frame(0x0, bytes([i + 100]) * 3000, fin=True)
+        c.send_frame(0x0, b"%d" % (i + 100) * 3000, fin=True)
     for i, c in enumerate(clients):
-        assert c.recv_message() == (0x2, bytes([i]) * 1000 + bytes([i + 100]) * 3000)
+        assert c.recv_message() == (0x1, b"%d" % i * 1000 + b"%d" % (i + 100) * 3000)
         c.close()
     assert worker_alive_and_same(server, pid)
 
@@ -208,6 +208,14 @@ def test_utf8_sequence_split_across_fragments_is_valid_text(uwsgi):
     ws.send_frame(0x0, text[2:3], fin=False)  # ...the second split in the middle
     ws.send_frame(0x0, text[3:], fin=True)
     assert ws.recv_message() == (0x1, text)
+
+
+def test_text_message_is_delivered_as_its_utf8_bytes_through_recv(uwsgi):
+    server = start(uwsgi)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=10)
+    ws.send("κόσμε")
+    assert ws.recv() == "κόσμε"
+    ws.close()
 
 
 def test_recv_nb_returns_empty_bytes_when_nothing_arrived(uwsgi):
@@ -272,7 +280,7 @@ def test_protocol_violation_closes_with_1002(uwsgi, frames):
 
 def test_message_over_websocket_max_size_closes_with_1009(uwsgi):
     server = start(uwsgi, "--websocket-max-size", "4")  # KiB
-    ws = RawWebSocket(server.port)
+    ws = RawWebSocket(server.port, "/echo")
     ws.send_frame(0x2, b"x" * 4096)  # exactly the limit: echoed
     assert ws.recv_message() == (0x2, b"x" * 4096)
     ws.send_frame(0x2, b"x" * 3000, fin=False)
@@ -319,17 +327,23 @@ def test_session_ends_with_oserror_in_the_app_when_the_client_goes(uwsgi):
     server = start(uwsgi)
     ws = RawWebSocket(server.port)
     ws.close()
-    server.wait_log("app: session over: uwsgi.websocket_recv_message(): the websocket is closed")
+    server.wait_log("app: session over: uwsgi.websocket_recv(): the websocket is closed")
 
 
 # ---- handshake ----
 
 def test_no_subprotocol_is_answered_when_the_app_chose_none(uwsgi):
     server = start(uwsgi)
-    ws = RawWebSocket(server.port, "/echo", headers="Sec-WebSocket-Protocol: chat, superchat\r\n")
+    ws = RawWebSocket(server.port, headers="Sec-WebSocket-Protocol: chat, superchat\r\n")
     assert ws.status == 101
     assert "sec-websocket-protocol" not in ws.headers
-    assert ws.headers["x-engine"] == "tornado"  # the app's extra header
+
+
+def test_the_apps_extra_handshake_headers_are_sent(uwsgi):
+    server = start(uwsgi)
+    ws = RawWebSocket(server.port, "/echo")
+    assert ws.status == 101
+    assert ws.headers["x-engine"] == "tornado"
 
 
 def test_the_subprotocol_the_app_chose_is_answered(uwsgi):

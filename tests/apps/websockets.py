@@ -25,14 +25,20 @@ def application(environ, start_response):
     if path == "/":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
-    proto = query(environ, "proto", None)
     try:
-        uwsgi.websocket_handshake(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), environ.get("HTTP_ORIGIN", ""), proto,
-                                  headers=[("X-Engine", "tornado")])
+        if path in ("/ws", "/push"):
+            # uWSGI's own API only, as apps written for uWSGI call it
+            uwsgi.websocket_handshake(environ["HTTP_SEC_WEBSOCKET_KEY"], environ.get("HTTP_ORIGIN", ""))
+        else:
+            proto = query(environ, "proto", None)
+            uwsgi.websocket_handshake(proto=proto, headers=[("X-Engine", "tornado")])
     except OSError as exc:
         return refuse(start_response, exc)
     try:
-        if path == "/echo":
+        if path == "/ws":
+            while True:
+                uwsgi.websocket_send(uwsgi.websocket_recv())
+        elif path == "/echo":
             # each message back with its kind (text or binary)
             while True:
                 kind, payload = uwsgi.websocket_recv_message()
