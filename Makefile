@@ -205,7 +205,7 @@ test-debug: $(UWSGI_DEBUG) $(PLUGIN_SO) tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
 		UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
-		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests
+		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install $(TESTS)
 
 # ---- Autobahn's websocket fuzzing client against the engine (tests/autobahn/run.py) ----
 # autobahntestsuite is Python 2 only: its own virtualenv of a Python 2.7

@@ -119,8 +119,23 @@ class RawWebSocket:
         self.sock.close()
 
 
+STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_report():
+    """Under make test-debug a worker that hits an AddressSanitizer report
+    dies: fail the test even when the client did not notice."""
+    STARTED.clear()
+    yield
+    for server in STARTED:
+        assert "ERROR: AddressSanitizer" not in server.log(), server.log()[-5000:]
+
+
 def start(uwsgi, *extra, **kwargs):
-    return uwsgi("websockets.py", *extra, **kwargs)
+    server = uwsgi("websockets.py", *extra, **kwargs)
+    STARTED.append(server)
+    return server
 
 
 def worker_alive_and_same(server, pid: int) -> bool:

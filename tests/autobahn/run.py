@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "autobahn"
 WSTEST = Path(os.environ.get("WSTEST", BUILD / "venv" / "bin" / "wstest"))
-UWSGI = os.environ.get("UWSGI_BIN", str(ROOT / ".venv" / "bin" / "uwsgi"))
+VENV = os.environ.get("UWSGI_VENV", str(ROOT / ".venv"))
+UWSGI = os.environ.get("UWSGI_BIN", str(Path(VENV) / "bin" / "uwsgi"))
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     log_path = BUILD / "uwsgi.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [UWSGI, "--master", "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
+            [UWSGI, "--virtualenv", VENV, "--master", "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
              str(ROOT / "tests" / "apps" / "websockets.py"), "--tornado", "100", "--greenlet",
              "--disable-logging", "--websocket-max-size", "16384"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT))
@@ -85,7 +86,8 @@ def main() -> int:
             print(f"  {case}: {r['behavior']} (close: {r['behaviorClose']})")
         same_worker = children(server.pid) == worker and server.poll() is None
         log = log_path.read_text(errors="replace")
-        crashed = [line for line in log.splitlines() if "respawn" in line or "signal" in line.lower() and "killed" in line.lower()]
+        crashed = [line for line in log.splitlines()
+                   if "respawn" in line or "AddressSanitizer" in line or ("signal" in line.lower() and "killed" in line.lower())]
         summary = ", ".join(f"{n} {b}" for b, n in sorted(behaviors.items()))
         print(f"autobahn: {len(results)} cases in {elapsed:.0f} s: {summary}; "
               f"worker {'kept' if same_worker else 'CHANGED'} (pid {worker})")
