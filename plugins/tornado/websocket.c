@@ -324,8 +324,10 @@ static int ws_write(struct tw_core *c, struct tw_ws *ws, char *buf, size_t len, 
 	for (;;) {
 		int ret = wsgi_req->socket->proto_write(wsgi_req, buf, len);
 		if (ret == UWSGI_OK) break;
+		/* a wait that failed may leave an exception thrown into the
+		 * greenlet (worker exit): it is the caller's to return, and nothing
+		 * may wait after it */
 		if (ret < 0 || ws_wait(c, ws, TW_WRITE, deadline) <= 0) {
-			if (PyErr_Occurred()) PyErr_Clear();
 			wsgi_req->write_errors++;
 			return -1;
 		}
@@ -407,10 +409,8 @@ static void ws_linger(struct tw_core *c, struct tw_ws *ws) {
 		if (n > 0) continue;
 		if (n < 0) break;
 		if (tw_now_ns() >= deadline) break;
-		int ret = ws_wait(c, ws, TW_READ, deadline);
-		if (ret < 0) break;
+		if (ws_wait(c, ws, TW_READ, deadline) < 0) break;
 	}
-	if (PyErr_Occurred()) PyErr_Clear();
 	ws->in_pos = ws->in_len = 0;
 }
 
@@ -571,7 +571,6 @@ static void ws_close_handshake(struct tw_core *c, struct tw_ws *ws, unsigned cod
 		if (n < 0 || tw_now_ns() >= deadline) break;
 		if (ws_wait(c, ws, TW_READ, deadline) < 0) break;
 	}
-	if (PyErr_Occurred()) PyErr_Clear();
 	ws->state = WS_CLOSED;
 }
 
@@ -670,9 +669,8 @@ static int add_header(struct wsgi_request *wsgi_req, const char *name, const cha
 	return uwsgi_response_add_header(wsgi_req, (char *) name, (uint16_t) strlen(name), (char *) value, (uint16_t) value_len);
 }
 
-/* str or bytes -> pointer and length (borrowed from obj or *keep, a new reference) */
-static int text_arg(PyObject *obj, const char **s, Py_ssize_t *len, PyObject **keep) {
-	*keep = NULL;
+/* str or bytes -> pointer and length, borrowed from obj (a str keeps its UTF-8 form) */
+static int text_arg(PyObject *obj, const char **s, Py_ssize_t *len) {
 	if (PyBytes_Check(obj)) return PyBytes_AsStringAndSize(obj, (char **) s, len);
 	if (PyUnicode_Check(obj)) {
 		*s = PyUnicode_AsUTF8AndSize(obj, len);
@@ -689,15 +687,14 @@ static int add_extra_headers(struct wsgi_request *wsgi_req, PyObject *headers) {
 	PyObject *item = NULL;
 	if (!it) return -1;
 	while ((item = PyIter_Next(it))) {
-		PyObject *kn = NULL, *kv = NULL;
 		const char *name, *value;
 		Py_ssize_t name_len, value_len;
 		if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
 			PyErr_SetString(PyExc_TypeError, "websocket_handshake(headers=...) takes (name, value) pairs");
 			goto end;
 		}
-		if (text_arg(PyTuple_GET_ITEM(item, 0), &name, &name_len, &kn)) goto end;
-		if (text_arg(PyTuple_GET_ITEM(item, 1), &value, &value_len, &kv)) goto end;
+		if (text_arg(PyTuple_GET_ITEM(item, 0), &name, &name_len)) goto end;
+		if (text_arg(PyTuple_GET_ITEM(item, 1), &value, &value_len)) goto end;
 		if (!is_token(name, name_len) || !is_field_value(value, value_len) || value_len > 0xffff) {
 			PyErr_SetString(PyExc_ValueError, "websocket_handshake(headers=...): invalid header name or value");
 			goto end;
@@ -866,7 +863,7 @@ static PyObject *ws_send(PyObject *args, uint8_t opcode, const char *fn) {
 		goto end;
 	}
 	if (ws_send_frame(c, ws, opcode, msg.buf, (size_t) msg.len, 0)) {
-		ret = PyErr_Format(PyExc_OSError, "unable to send websocket message");
+		if (!PyErr_Occurred()) PyErr_Format(PyExc_OSError, "uwsgi.%s(): unable to send websocket message", fn);
 		goto end;
 	}
 	ret = Py_None;
@@ -890,14 +887,14 @@ static PyObject *py_ws_send_binary(PyObject *self, PyObject *args) {
 static PyObject *py_ws_close(PyObject *self, PyObject *args, PyObject *kwargs) {
 	static char *kwlist[] = {"code", "reason", NULL};
 	int code = 1000;
-	PyObject *reason = NULL, *keep = NULL;
+	PyObject *reason = NULL;
 	const char *text = "";
 	Py_ssize_t text_len = 0;
 	if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|iO:websocket_close", kwlist, &code, &reason)) return NULL;
 	if (code < 0 || !close_code_ok((unsigned) code)) {
 		return PyErr_Format(PyExc_ValueError, "websocket_close(): %d is not a close code an endpoint may send (1000-1003, 1007-1014, 3000-4999)", code);
 	}
-	if (reason && text_arg(reason, &text, &text_len, &keep)) return NULL;
+	if (reason && text_arg(reason, &text, &text_len)) return NULL;
 	if (text_len > TW_WS_CTL_MAX - 2 || !utf8_valid(text, text_len)) {
 		return PyErr_Format(PyExc_ValueError, "websocket_close(): the reason must be UTF-8 of at most 123 bytes");
 	}
@@ -906,6 +903,7 @@ static PyObject *py_ws_close(PyObject *self, PyObject *args, PyObject *kwargs) {
 	struct tw_ws *ws = c->ws;
 	if (!ws || ws->state == WS_NONE) return PyErr_Format(PyExc_OSError, "uwsgi.websocket_close(): no websocket on this request");
 	ws_close_handshake(c, ws, (unsigned) code, text, (size_t) text_len);
+	if (PyErr_Occurred()) return NULL;
 	Py_RETURN_NONE;
 }
 
