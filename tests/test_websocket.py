@@ -483,3 +483,32 @@ def test_reload_with_clients_that_never_answer_the_close_ends_within_the_close_t
     server.wait_log("tornado loop engine ready on worker", count=2, timeout=10)
     assert time.monotonic() - started < 5
     assert "NO MERCY" not in server.log()
+
+
+def test_max_requests_recycle_closes_the_open_websocket_with_1001(uwsgi):
+    server = start(uwsgi, "--master", "--max-requests", "3", "--min-worker-lifetime", "0", "--worker-reload-mercy", "30")
+    ws = RawWebSocket(server.port)
+    ws.send_frame(0x1, b"hello")
+    assert ws.recv_message() == (0x1, b"hello")
+    for _ in range(3):
+        assert http_get(server.port, "/") == (200, b"ok")
+    ws.sock.settimeout(5)
+    assert ws.recv_close()[0] == 1001
+    ws.send_close(1001)
+    assert ws.at_eof()
+    server.wait_log("tornado loop engine ready on worker", count=2, timeout=10)
+    assert "NO MERCY" not in server.log()
+
+
+def test_shutdown_signal_sends_1001_to_websockets_waiting_for_a_message(uwsgi):
+    server = start(uwsgi)  # no master: SIGINT goes to the worker itself
+    clients = [RawWebSocket(server.port) for _ in range(3)]
+    for c in clients:
+        c.send_frame(0x1, b"hello")
+        assert c.recv_message() == (0x1, b"hello")
+    started = time.monotonic()
+    os.kill(server.pid, signal.SIGINT)
+    for c in clients:
+        assert c.recv_close()[0] == 1001
+    server.proc.wait(5)
+    assert time.monotonic() - started < 2

@@ -170,6 +170,9 @@ static void tw_on_wake(int fd, void *unused) {
 			uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
 			utornado.draining = 1;
 			tw_accept_pause();
+			/* best effort, without waiting: the websockets waiting for a
+			 * message send their close 1001 now, before the loop stops */
+			tw_ws_drain();
 			tw_stop_loop();
 		}
 	}
