@@ -634,14 +634,16 @@ static int ws_receive(struct tw_core *c, struct tw_ws *ws, int nb) {
 static PyObject *str_text;
 static PyObject *str_binary;
 
-/* The calling request's core and session, or NULL with an exception set. */
+/* The calling request's core, or NULL with an exception set. Through
+ * uWSGI's own current_wsgi_req hook (the engine's, hooks.c), as uWSGI's
+ * websocket functions find their request: NULL outside a request greenlet. */
 static struct tw_core *ws_core(const char *fn) {
-	struct tw_core *c = tw_current_core();
-	if (!c) {
+	struct wsgi_request *wsgi_req = uwsgi.current_wsgi_req ? current_wsgi_req() : NULL;
+	if (!wsgi_req || !utornado.core || wsgi_req->async_id < 0 || wsgi_req->async_id >= utornado.cores) {
 		PyErr_Format(PyExc_RuntimeError, "uwsgi.%s() must be called from the request's own greenlet", fn);
 		return NULL;
 	}
-	return c;
+	return &utornado.core[wsgi_req->async_id];
 }
 
 static struct tw_ws *ws_session(const char *fn, struct tw_core **core) {
