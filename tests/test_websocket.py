@@ -345,6 +345,17 @@ def test_session_ends_with_oserror_in_the_app_when_the_client_goes(uwsgi):
     server.wait_log("app: session over: uwsgi.websocket_recv(): the websocket is closed")
 
 
+@pytest.mark.parametrize("what, error", [
+    ("outside", "RuntimeError"), ("code", "ValueError"), ("reason", "ValueError"), ("handshake-twice", "OSError"),
+], ids=["outside-the-request-greenlet", "close-code-1005", "close-reason-over-123-bytes", "second-handshake"])
+def test_api_misuse_raises_and_the_session_goes_on(uwsgi, what, error):
+    server = start(uwsgi)
+    ws = RawWebSocket(server.port, f"/misuse?what={what}")
+    assert ws.recv_message() == (0x1, error.encode())
+    ws.send_close(1000)
+    assert ws.recv_close() == (1000, b"")
+
+
 # ---- handshake ----
 
 def test_no_subprotocol_is_answered_when_the_app_chose_none(uwsgi):

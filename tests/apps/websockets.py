@@ -3,6 +3,7 @@ import sys
 from urllib.parse import parse_qs
 
 import uwsgi
+from tornado.ioloop import IOLoop
 
 
 def query(environ, name, default):
@@ -64,6 +65,30 @@ def application(environ, start_response):
                     uwsgi.websocket_send(b"nb got " + message)
                     break
                 uwsgi.async_sleep(0.05)
+            uwsgi.websocket_recv()
+        elif path == "/misuse":
+            # ?what=: a misuse of the API; the exception's type goes back to the client
+            what = query(environ, "what", "")
+            result = []
+
+            def attempt(fn, *args):
+                try:
+                    fn(*args)
+                    result.append("no error")
+                except Exception as exc:  # noqa: BLE001 - reported to the client
+                    result.append(type(exc).__name__)
+
+            if what == "outside":  # from an IOLoop callback, not the request's greenlet
+                IOLoop.current().add_callback(attempt, uwsgi.websocket_send, b"from the loop")
+                while not result:
+                    uwsgi.async_sleep(0.01)
+            elif what == "code":
+                attempt(uwsgi.websocket_close, 1005)
+            elif what == "reason":
+                attempt(uwsgi.websocket_close, 1000, "x" * 124)
+            elif what == "handshake-twice":
+                attempt(uwsgi.websocket_handshake)
+            uwsgi.websocket_send(result[0].encode())
             uwsgi.websocket_recv()
         elif path == "/push":
             # the app never reads: it sends a message every 0.2 s
