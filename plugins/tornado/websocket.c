@@ -68,6 +68,7 @@ enum { WS_NONE = 0, WS_OPEN, WS_CLOSED };
 
 struct tw_ws {
 	int state;              /* WS_NONE: no session on this core's request */
+	uint64_t request;       /* start_of_request of the request whose session this is */
 	int going_away;         /* a drain asked for close 1001 */
 	int waiting;            /* suspended in our own wait for input (a drain may end it) */
 	int close_sent;
@@ -631,6 +632,18 @@ static int ws_receive(struct tw_core *c, struct tw_ws *ws, int nb) {
 
 /* ---- the Python API ---- */
 
+/* The core's session, if it belongs to the core's current request (a core
+ * whose greenlet died mid-session never reached tw_ws_end()). */
+static struct tw_ws *ws_live(struct tw_core *c) {
+	struct tw_ws *ws = c->ws;
+	if (!ws || ws->state == WS_NONE) return NULL;
+	if (ws->request != c->wsgi_req->start_of_request) {
+		tw_ws_end(c);
+		return NULL;
+	}
+	return ws;
+}
+
 static PyObject *str_text;
 static PyObject *str_binary;
 
@@ -649,8 +662,8 @@ static struct tw_core *ws_core(const char *fn) {
 static struct tw_ws *ws_session(const char *fn, struct tw_core **core) {
 	struct tw_core *c = ws_core(fn);
 	if (!c) return NULL;
-	struct tw_ws *ws = c->ws;
-	if (!ws || ws->state == WS_NONE) {
+	struct tw_ws *ws = ws_live(c);
+	if (!ws) {
 		PyErr_Format(PyExc_OSError, "uwsgi.%s(): no websocket on this request (call uwsgi.websocket_handshake() first)", fn);
 		return NULL;
 	}
@@ -739,9 +752,9 @@ static PyObject *py_ws_handshake(PyObject *self, PyObject *args, PyObject *kwarg
 	struct tw_core *c = ws_core("websocket_handshake");
 	if (!c) return NULL;
 	struct wsgi_request *wsgi_req = c->wsgi_req;
+	if (ws_live(c)) return PyErr_Format(PyExc_OSError, "uwsgi.websocket_handshake(): this request already is a websocket");
 	struct tw_ws *ws = ws_for_core(c);
 	if (!ws) return NULL;
-	if (ws->state != WS_NONE) return PyErr_Format(PyExc_OSError, "uwsgi.websocket_handshake(): this request already is a websocket");
 
 	/* RFC 6455 4.2.1 */
 	uint16_t len = 0;
@@ -786,6 +799,7 @@ static PyObject *py_ws_handshake(PyObject *self, PyObject *args, PyObject *kwarg
 	c->close_after = 1;
 	uint64_t now = tw_now_ns();
 	ws->state = WS_OPEN;
+	ws->request = wsgi_req->start_of_request;
 	ws->going_away = utornado.draining;
 	ws->waiting = ws->close_sent = ws->close_received = ws->ping_outstanding = 0;
 	ws->last_rx = now;
@@ -902,8 +916,8 @@ static PyObject *py_ws_close(PyObject *self, PyObject *args, PyObject *kwargs) {
 	}
 	struct tw_core *c = ws_core("websocket_close");
 	if (!c) return NULL;
-	struct tw_ws *ws = c->ws;
-	if (!ws || ws->state == WS_NONE) return PyErr_Format(PyExc_OSError, "uwsgi.websocket_close(): no websocket on this request");
+	struct tw_ws *ws = ws_live(c);
+	if (!ws) return PyErr_Format(PyExc_OSError, "uwsgi.websocket_close(): no websocket on this request");
 	ws_close_handshake(c, ws, (unsigned) code, text, (size_t) text_len);
 	if (PyErr_Occurred()) return NULL;
 	Py_RETURN_NONE;
@@ -974,7 +988,7 @@ int tw_ws_drain(void) {
 	for (i = 0; i < utornado.cores; i++) {
 		struct tw_core *c = &utornado.core[i];
 		struct tw_ws *ws = c->ws;
-		if (!ws || ws->state != WS_OPEN || ws->going_away || !c->busy) continue;
+		if (!ws || ws->state != WS_OPEN || ws->going_away || !c->busy || ws->request != c->wsgi_req->start_of_request) continue;
 		ws->going_away = 1;
 		told++;
 		if (ws->waiting && c->suspended) {
