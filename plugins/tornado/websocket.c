@@ -37,13 +37,18 @@
  *     waits in websocket_recv()/recv_nb(), and ends the session when no pong
  *     came back within --websocket-pong-tolerance seconds (uWSGI's meaning);
  *   - close (5.5.1, 7.4): the client's code is echoed; a 1-byte payload, a
- *     code that may not be sent (0-999, 1004-1006, 1015-2999 but for
- *     1012-1014 registered since) or a reason that is not UTF-8 is a protocol
- *     error (1002). After the engine sends a close frame (the app's
- *     websocket_close(), a drain's 1001, a protocol error) it waits up to
- *     --tornado-websocket-close-timeout seconds for the client's close (7.1.1)
- *     before the connection is closed; the connection never goes back to
- *     HTTP keep-alive.
+ *     code that may not be sent (0-999, 1004-1006, 1015-2999, 5000 and up;
+ *     1012-1014, registered after the RFC, are accepted) or a reason that is
+ *     not UTF-8 is a protocol error (1002). After the engine sends a close
+ *     frame (the app's websocket_close(), a drain's 1001, a protocol error)
+ *     it waits up to --tornado-websocket-close-timeout seconds for the
+ *     client's close (7.1.1) before the connection is closed; the connection
+ *     never goes back to HTTP keep-alive.
+ *
+ * A drain (signals.c calls tw_ws_drain() from the hub) marks every open
+ * session "going away" and wakes those waiting for input: each sends 1001
+ * from its own greenlet, so frames written by the app and by the engine
+ * never interleave.
  *
  * Nothing is allocated per frame: frames are parsed out of the session's
  * input buffer, control payloads go to a 125-byte array, outgoing frames are
