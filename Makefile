@@ -20,7 +20,7 @@ SKIP_REQ ?=
 # what make test starts besides uWSGI (the Debian roots pass TEST_SERVICES= : no deployment tests there)
 TEST_SERVICES ?= services
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak clean distclean
+.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak autobahn clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -207,7 +207,30 @@ test-debug: $(UWSGI_DEBUG) $(PLUGIN_SO) tools services
 	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
 		UWSGI_BIN=$(abspath $(UWSGI_DEBUG)) UWSGI_ASAN=1 \
 		ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:replace_intrin=0:allocator_may_return_null=1 \
-		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install tests
+		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install $(TESTS)
+
+# ---- Autobahn's websocket fuzzing client against the engine (tests/autobahn/run.py) ----
+# autobahntestsuite is Python 2 only: its own virtualenv of a Python 2.7
+# (AUTOBAHN_PYTHON), made with a virtualenv that still supports it, every
+# version pinned in tests/autobahn/requirements-py27.txt
+# (the first that runs: pyenv's, the system's)
+AUTOBAHN_PYTHON ?= $(shell for p in $(wildcard $(HOME)/.pyenv/versions/2.7*/bin/python2.7) /usr/bin/python2.7 python2.7; do \
+	$$p -c '' 2>/dev/null && { echo $$p; break; }; done)
+AUTOBAHN_REQ := tests/autobahn/requirements-py27.txt
+AUTOBAHN_VENV := $(BUILD)/autobahn/venv
+
+$(AUTOBAHN_VENV)/.installed: $(AUTOBAHN_REQ)
+	rm -rf $(BUILD)/autobahn/vendor $(AUTOBAHN_VENV) && mkdir -p $(BUILD)/autobahn
+	$(AUTOBAHN_PYTHON) -m pip install --disable-pip-version-check -q --target $(BUILD)/autobahn/vendor $$(grep '^virtualenv==' $(AUTOBAHN_REQ))
+	PYTHONPATH=$(BUILD)/autobahn/vendor $(AUTOBAHN_PYTHON) -m virtualenv -q $(AUTOBAHN_VENV)
+	grep -v '^virtualenv==' $(AUTOBAHN_REQ) > $(BUILD)/autobahn/requirements.tmp
+	$(AUTOBAHN_VENV)/bin/pip install --disable-pip-version-check -q -r $(BUILD)/autobahn/requirements.tmp
+	rm -f $(BUILD)/autobahn/requirements.tmp
+	touch $@
+
+# cases 1-7 and 9 (about 2 minutes); UWSGI_BIN=build/debug/uwsgi runs it under ASan
+autobahn: $(VENV_UWSGI) $(AUTOBAHN_VENV)/.installed
+	WSTEST=$(abspath $(AUTOBAHN_VENV))/bin/wstest $(VPY) tests/autobahn/run.py
 
 clean:
 	rm -rf $(BUILD)/release $(BUILD)/debug $(BUILD)/stock $(BUILD)/bench $(BUILD)/upstream $(BUILD)/plugin-so $(BUILD)/for-* $(PLUGIN_SO) $(VENV_UWSGI)

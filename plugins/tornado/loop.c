@@ -174,6 +174,7 @@ done:
 #endif
 	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
+	tw_ws_end(c);
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	uwsgi_close_request(wsgi_req);
@@ -389,6 +390,7 @@ void tw_loop(void) {
 
 	tw_hooks_install();
 	tw_replace_module_functions();
+	tw_ws_replace_module_functions();
 	if (tw_publish_engine()) uwsgi_pyexit;
 	tw_signals_init();
 	tw_framing_init();

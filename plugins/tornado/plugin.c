@@ -20,6 +20,7 @@ static struct uwsgi_option tw_options[] = {
 	{"tornado-head-timeout", required_argument, 0, "close a connection that has not sent a complete request head within this many seconds of its accept or previous request (default 15, 0: off)", uwsgi_opt_set_int, &utornado.head_timeout, 0},
 	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},
 	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
+	{"tornado-websocket-close-timeout", required_argument, 0, "seconds a websocket waits for the client's close frame after the engine sent its own (a drain's 1001, the app's websocket_close(), a protocol error) before the connection is closed (default 2)", uwsgi_opt_set_int, &utornado.ws_close_timeout, 0},
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -45,8 +46,8 @@ static void tw_post_init(void) {
 		uwsgi_log("the tornado loop engine needs at least 2 async cores: use --tornado <cores> (e.g. --tornado 100)\n");
 		exit(1);
 	}
-	if (utornado.head_timeout < 0 || utornado.body_timeout < 0 || utornado.body_min_rate < 0) {
-		uwsgi_log("--tornado-head-timeout, --tornado-body-timeout and --tornado-body-min-rate take a number >= 0\n");
+	if (utornado.head_timeout < 0 || utornado.body_timeout < 0 || utornado.body_min_rate < 0 || utornado.ws_close_timeout < 0) {
+		uwsgi_log("--tornado-head-timeout, --tornado-body-timeout, --tornado-body-min-rate and --tornado-websocket-close-timeout take a number >= 0\n");
 		exit(1);
 	}
 	/* a silent client holds a core until --socket-timeout: gevent's default of
@@ -66,6 +67,8 @@ static void tw_postinit_apps(void) {
 
 static void tw_on_load(void) {
 	tw_deadlines_defaults();
+	/* a client answers a close frame in one round trip */
+	utornado.ws_close_timeout = 2;
 	uwsgi_register_loop("tornado", tw_loop);
 }
 

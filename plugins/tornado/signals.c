@@ -12,7 +12,8 @@
  * the work on its next iteration.
  *
  * Draining (SIGHUP, --max-requests and the other recycling options through
- * uWSGI's gbcw_hook): stop accepting at once, let the requests in flight
+ * uWSGI's gbcw_hook): stop accepting at once, close every websocket with
+ * 1001 (websocket.c), let the requests in flight
  * finish (bounded by --worker-reload-mercy, enforced by uWSGI's time bomb),
  * run uwsgi.atexit, exit. Stopping (SIGINT, SIGQUIT, SIGTERM): the same
  * without waiting for the requests.
@@ -79,6 +80,11 @@ void tw_run_atexit(void) {
  * only for the requests that arrived. */
 static PyObject *tw_close_idle(PyObject *self, PyObject *unused) {
 	tw_close_heads();
+	/* websockets: close 1001, bounded by --tornado-websocket-close-timeout */
+	int websockets = tw_ws_drain();
+	if (websockets > 0) {
+		uwsgi_log("worker %d (pid: %d) closes %d websockets (1001 going away)\n", uwsgi.mywid, uwsgi.mypid, websockets);
+	}
 	Py_RETURN_NONE;
 }
 
@@ -141,6 +147,9 @@ static void tw_on_wake(int fd, void *unused) {
 			uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
 			utornado.draining = 1;
 			tw_accept_pause();
+			/* best effort, without waiting: the websockets waiting for a
+			 * message send their close 1001 now, before the loop stops */
+			tw_ws_drain();
 			tw_stop_loop();
 		}
 	}

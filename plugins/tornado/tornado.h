@@ -20,6 +20,8 @@
  *              after a response, lingering close, no body where a response
  *              has none, 100 Continue, rejecting a request head
  *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
+ *   websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
+ *              uwsgi.websocket_* API, state per core
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -57,6 +59,8 @@
 
 /* called from the hub when a registered fd is readable */
 typedef void (*tw_fd_handler)(int fd, void *data);
+
+struct tw_ws;
 
 /* One per async core, allocated once per worker. */
 struct tw_core {
@@ -102,6 +106,7 @@ struct tw_core {
 	int rejected;           /* the head was answered with an error */
 	int head_ok;            /* a complete head passed framing.c: only then may the connection stay open */
 	int conn_requests;      /* requests served on the current connection before this one */
+	struct tw_ws *ws;       /* websocket.c: the core's websocket session, allocated at its first handshake */
 };
 
 /* framing.c: what a request head says, or why it is refused */
@@ -138,6 +143,7 @@ struct uwsgi_tornado {
 	int head_timeout;             /* --tornado-head-timeout (s, 0: off) */
 	int body_timeout;             /* --tornado-body-timeout (s) */
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
+	int ws_close_timeout;         /* --tornado-websocket-close-timeout (s) */
 
 	/* worker state */
 	int epfd;
@@ -256,6 +262,11 @@ void tw_keepalive_init(void);
 int tw_http_socket(struct uwsgi_socket *);
 void tw_http_begin(struct tw_core *);
 void tw_http_reject(struct tw_core *, int status, const char *reason);
+
+/* websocket.c */
+void tw_ws_replace_module_functions(void);
+void tw_ws_end(struct tw_core *);
+int tw_ws_drain(void);
 
 /* metrics.c */
 void tw_metrics_register(void);
