@@ -134,6 +134,17 @@ def test_a_timer_is_not_delayed_by_a_later_one_started_while_timers_fire(uwsgi):
     assert 0.75 <= elapsed < 1.3, elapsed
 
 
+def test_a_wait_is_not_ended_by_the_apps_own_switch_into_it(uwsgi):
+    """Why a wait ended is known by which object switched back: a me.switch()
+    of the app into a request sleeping in uwsgi.async_sleep(0.5) after 0.1 s
+    is not its wake-up (it used to end the sleep there)."""
+    server = uwsgi("basic.py")
+    status, body = http_get(server.port, "/switch-in-by-hand")
+    assert status == 200
+    assert 0.5 <= float(body) < 0.9, body
+    assert http_get(server.port, "/")[0] == 200
+
+
 def test_yield_async_sleep_in_a_generator(uwsgi):
     server = uwsgi("basic.py")
     started = time.monotonic()

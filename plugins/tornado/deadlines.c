@@ -1,5 +1,6 @@
 /*
- * deadlines.c: slow clients cannot take the worker.
+ * deadlines.c: floor 1 (calls event.c only): slow clients cannot take the
+ * worker.
  *
  * A loop engine holds many connections cheaply, which is what a slowloris
  * leans on: --socket-timeout bounds each read, so a client that sends one
@@ -58,9 +59,6 @@ void tw_head_begin(struct tw_core *c) {
 	if (utornado.heads_last) utornado.heads_last->head_next = c;
 	else utornado.heads_first = c;
 	utornado.heads_last = c;
-	/* a full worker that stopped watching its listen sockets can shed this
-	 * one when a new connection waits */
-	if (!utornado.accepting) tw_accept_resume();
 }
 
 /* The head is complete, or the connection is gone. */

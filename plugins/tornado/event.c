@@ -1,5 +1,7 @@
 /*
- * event.c: the event layer of the tornado loop engine.
+ * event.c: floor 0, the event layer of the tornado loop engine. It includes
+ * nothing of its users: what it needs of policy (a wait's deadline) is a
+ * callback plugin.c registers.
  *
  * Three sources wake a suspended core, and all three end up in tw_wake():
  *   - file descriptors: one epoll (utornado.epfd) holds every fd a core waits
@@ -87,6 +89,9 @@ static void heap_down(int i) {
 }
 
 static PyObject *str_cancel;   /* "cancel", interned once per worker */
+/* what tw_wake() switches back with: a wait learns that it ended from
+ * *which object* came back, never from its truthiness (uWSGI's gevent plugin) */
+static PyObject *wake_args;   /* (utornado.token_ready,) */
 
 static void timer_arm(uint64_t deadline) {
 	if (utornado.timer_handle) {
@@ -158,6 +163,24 @@ static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
 	Py_RETURN_NONE;
 }
 
+/* the clock of the loop-lag measure: 0 (no clock read) when nobody reads it */
+static uint64_t lag_clock(void) {
+	return utornado.counters.measure_lag ? tw_now_ns() : 0;
+}
+
+/* A suspended core is resumed: count it, and its lag when it has a ready time. */
+static void count_wakeup(struct tw_core *c) {
+	struct tw_counters *k = &utornado.counters;
+	k->wakeups++;
+	if (!c->ready_at || !k->measure_lag) return;
+	uint64_t now = tw_now_ns();
+	uint64_t lag = now > c->ready_at ? now - c->ready_at : 0;
+	c->ready_at = 0;
+	k->lag_sum_ns += (int64_t) lag;
+	k->lag_count++;
+	if (lag > k->lag_max_ns) k->lag_max_ns = lag;
+}
+
 /* ---- ready queue ---- */
 
 void tw_resume_soon(struct tw_core *c) {
@@ -165,7 +188,7 @@ void tw_resume_soon(struct tw_core *c) {
 	c->queued_gen = c->gen;
 	if (c->queued) return;
 	c->queued = 1;
-	c->ready_at = tw_metrics_now();
+	c->ready_at = lag_clock();
 	c->next_ready = NULL;
 	if (utornado.ready_tail) utornado.ready_tail->next_ready = c;
 	else utornado.ready_head = c;
@@ -348,7 +371,7 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 		if (errno != EINTR) uwsgi_error("[tornado] epoll_wait()");
 		Py_RETURN_NONE;
 	}
-	uint64_t batch_at = tw_metrics_now();
+	uint64_t batch_at = lag_clock();
 	int i;
 	for (i = 0; i < n; i++) {
 		uint64_t tag = utornado.events[i].data.u64;
@@ -426,7 +449,11 @@ int tw_event_init(void) {
 	utornado.on_timer = PyCFunction_New(&tw_on_timer_def, NULL);
 	utornado.on_ready = PyCFunction_New(&tw_on_ready_def, NULL);
 	str_cancel = PyUnicode_InternFromString("cancel");
-	if (!utornado.on_events || !utornado.on_timer || !utornado.on_ready || !str_cancel) return -1;
+	/* two objects no one else has: why a wait ended is which one came back */
+	utornado.token_ready = PyObject_CallNoArgs((PyObject *) &PyBaseObject_Type);
+	utornado.token_timeout = PyObject_CallNoArgs((PyObject *) &PyBaseObject_Type);
+	wake_args = utornado.token_ready ? PyTuple_Pack(1, utornado.token_ready) : NULL;
+	if (!utornado.on_events || !utornado.on_timer || !utornado.on_ready || !str_cancel || !utornado.token_timeout || !wake_args) return -1;
 	return 0;
 }
 
@@ -478,11 +505,15 @@ void tw_asan_mark_stack_top(void) {
 #endif
 
 /* new reference to what the greenlet switched back with, NULL on exception */
-PyObject *tw_greenlet_switch(PyObject *greenlet) {
+static PyObject *greenlet_switch_with(PyObject *greenlet, PyObject *args) {
 	tw_asan_around_switch();
-	PyObject *ret = PyGreenlet_Switch((PyGreenlet *) greenlet, NULL, NULL);
+	PyObject *ret = PyGreenlet_Switch((PyGreenlet *) greenlet, args, NULL);
 	tw_asan_around_switch();
 	return ret;
+}
+
+PyObject *tw_greenlet_switch(PyObject *greenlet) {
+	return greenlet_switch_with(greenlet, NULL);
 }
 
 /* started and finished: switching to it would only switch to its parent */
@@ -495,7 +526,9 @@ int tw_greenlet_dead(PyObject *greenlet) {
 /*
  * Switch from the waiting greenlet to the hub until tw_wake() switches back.
  * Returns 0, or -1 when an exception was thrown into the greenlet instead
- * (it is left set for the caller).
+ * (it is left set for the caller). A switch into the waiting greenlet by
+ * anyone else (the app's own me.switch() from a loop callback) is not a
+ * wake-up: the wait goes on.
  */
 int tw_suspend(struct tw_core *c) {
 	PyObject *current = tw_greenlet_current();
@@ -506,7 +539,12 @@ int tw_suspend(struct tw_core *c) {
 	}
 	c->waiter = current;   /* the reference from GetCurrent, released on wake */
 	c->suspended = 1;
-	PyObject *ret = tw_greenlet_switch(utornado.hub);
+	PyObject *ret;
+	for (;;) {
+		ret = tw_greenlet_switch(utornado.hub);
+		if (!ret || ret == utornado.token_ready) break;
+		Py_DECREF(ret);   /* switched into by hand: back to the one who did */
+	}
 	c->suspended = 0;
 	Py_CLEAR(c->waiter);
 	uwsgi.wsgi_req = c->wsgi_req;
@@ -520,11 +558,11 @@ void tw_wake(struct tw_core *c, uint32_t gen) {
 	if (!c->suspended || c->gen != gen || !c->waiter) return;
 	c->gen++;
 	c->suspended = 0;
-	tw_metrics_woken(c);
+	count_wakeup(c);
 	uwsgi.wsgi_req = c->wsgi_req;
 	PyObject *waiter = c->waiter;
 	Py_INCREF(waiter);
-	PyObject *ret = tw_greenlet_switch(waiter);
+	PyObject *ret = greenlet_switch_with(waiter, wake_args);
 	Py_DECREF(waiter);
 	if (!ret) {
 		/* the exception escaped the core's greenlet: it is lost for that
@@ -612,6 +650,13 @@ static void unwatch_core_fds(struct tw_core *c) {
 	}
 }
 
+/* policy from the top floor (plugin.c wires it, as Redis' aeSetBeforeSleepProc) */
+static tw_wait_limit_fn wait_limit;
+
+void tw_set_wait_limit(tw_wait_limit_fn fn) {
+	wait_limit = fn;
+}
+
 /*
  * The one wait primitive of a core: suspend the calling greenlet until fd0
  * (or fd1) is ready for `events`, or `timeout_ms` passes (<= 0: no timer;
@@ -621,14 +666,14 @@ static void unwatch_core_fds(struct tw_core *c) {
  */
 int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
 	int ret = -1;
-	utornado.metrics->waits++;
+	utornado.counters.waits++;
 	c->gen++;
 	c->timed_out = 0;
 	c->woken_by = -1;
 	c->wsgi_req->async_timed_out = 0;
 
-	/* a wait for the client never outlasts the request's own deadline (deadlines.c) */
-	uint64_t limit = fd0 >= 0 ? tw_request_deadline(c, fd0, events) : 0;
+	/* the top floor's limit for this wait (a request deadline), if any */
+	uint64_t limit = fd0 >= 0 && wait_limit ? wait_limit(c, fd0, events) : 0;
 	uint64_t deadline = 0;
 	if (timeout_ms > 0 || limit) {
 		uint64_t now = tw_now_ns();

@@ -1,7 +1,7 @@
 /*
- * framing.c: strict request framing on the HTTP sockets the engine serves
- * (--http-socket, --http11-socket, --https-socket). Floor 1: it reads the
- * request head and the core's state, and calls nothing above event.c.
+ * framing.c: floor 1 (calls nothing of the engine): strict request framing
+ * on the HTTP sockets the engine serves (--http-socket, --http11-socket,
+ * --https-socket).
  *
  * uWSGI's HTTP parser is lenient where leniency is a hole: it frames a body
  * by the first Content-Length it can read ("+33" reads as 0, "4, 33" as 4),

@@ -1,5 +1,6 @@
 /*
- * hooks.c: uWSGI's suspend and wait hooks, and the core async API, on top of
+ * hooks.c: floor 1 (calls event.c only): uWSGI's suspend and wait hooks,
+ * and the core async API, on top of
  * the event layer (event.c).
  *
  * uWSGI calls wait_read_hook/wait_write_hook/wait_read2_hook/
@@ -136,18 +137,24 @@ int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
 		}
 		py_fd = PyLong_FromLong(wfd);
 		if (!py_fd) goto end;
-		r = PyObject_CallMethod(utornado.aloop, events & TW_WRITE ? "add_writer" : "add_reader", "OOO", py_fd, gswitch, Py_True);
+		r = PyObject_CallMethod(utornado.aloop, events & TW_WRITE ? "add_writer" : "add_reader", "OOO", py_fd, gswitch, utornado.token_ready);
 		if (!r) goto end;
 		Py_CLEAR(r);
 		reader = 1;
 	}
 	if (timeout_ms > 0 || fd < 0) {
-		timer = PyObject_CallMethod(utornado.aloop, "call_later", "dOO", timeout_ms > 0 ? timeout_ms / 1000.0 : 0.0, gswitch, Py_False);
+		timer = PyObject_CallMethod(utornado.aloop, "call_later", "dOO", timeout_ms > 0 ? timeout_ms / 1000.0 : 0.0, gswitch, utornado.token_timeout);
 		if (!timer) goto end;
 	}
-	r = tw_greenlet_switch(utornado.hub);
+	/* why the wait ended is which token came back; anything else is the
+	 * app's own switch into this greenlet, and the wait goes on */
+	for (;;) {
+		r = tw_greenlet_switch(utornado.hub);
+		if (!r || r == utornado.token_ready || r == utornado.token_timeout) break;
+		Py_CLEAR(r);
+	}
 	if (!r) goto end;
-	ret = PyObject_IsTrue(r) ? 1 : 0;
+	ret = r == utornado.token_ready ? 1 : 0;
 end:
 	if (PyErr_Occurred()) PyErr_Print();
 	Py_XDECREF(r);

@@ -1,5 +1,6 @@
 /*
- * keepalive.c: whether an HTTP connection stays open after a response, and
+ * keepalive.c: floor 1 (calls event.c only): whether an HTTP connection
+ * stays open after a response, and
  * telling the client.
  *
  * uWSGI 2.0 gets both wrong. Its HTTP/1.1 socket (--http11-socket) keeps
@@ -285,7 +286,7 @@ void tw_http_reject(struct tw_core *c, int status, const char *reason) {
 	int n = snprintf(buf, sizeof(buf), "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",
 		status_line(status), (int) strlen(reason) + 1, reason);
 	c->rejected = 1;
-	utornado.metrics->http_rejected++;
+	utornado.counters.http_rejected++;
 	log_rejection(c->wsgi_req, status, reason);
 	if (n > 0 && n < (int) sizeof(buf)) (void) write_all(c, buf, n);
 }

@@ -1,9 +1,11 @@
 /*
- * loop.c: the worker side of the tornado loop engine.
+ * loop.c: floor 2 of the tornado loop engine: the worker's IOLoop, accept,
+ * the accept gate, the worker's phase, and serving a connection in its
+ * core's greenlet. It calls floors 0 and 1 only; plugin.c (floor 4) runs it.
  *
- * After fork each worker: takes over the IOLoop the app may have created in
- * the master (or creates one), registers the engine's epoll with it, creates
- * one greenlet per async core, and runs IOLoop.start() in its main greenlet,
+ * After fork each worker takes over the IOLoop the app may have created in
+ * the master (or creates one), registers the engine's epoll with it, and has
+ * one greenlet per async core; the loop runs in the worker's main greenlet,
  * "the hub". Accepting happens in the hub; everything else a request does
  * (parsing, the app, the response, keep-alive) happens in its core's greenlet.
  */
@@ -20,7 +22,7 @@ static PyObject *tw_core_run(PyObject *self, PyObject *unused);
 static PyMethodDef tw_core_run_def = {"uwsgi_tornado_core", tw_core_run, METH_NOARGS, "serve the connections given to one async core"};
 
 /* Create the IOLoop of this worker; fills utornado.ioloop and utornado.aloop. */
-static int tw_setup_ioloop(void) {
+int tw_setup_ioloop(void) {
 	int ret = -1;
 	PyObject *code = NULL, *module = NULL, *result = NULL;
 	code = Py_CompileString(tw_worker_py, "tw_worker.py", Py_file_input);
@@ -48,7 +50,7 @@ end:
 
 /* What the glue (uwsgidecorators_ext) takes from the engine's module, so
  * that it never has to guess: the hub, the loops, the engine's sleep. */
-static int tw_publish_engine(void) {
+int tw_publish_engine(void) {
 	PyObject *module = PyImport_AddModule("uwsgi_tornado_engine");   /* borrowed */
 	PyObject *uwsgi_dict = get_uwsgi_pydict("uwsgi");                /* borrowed */
 	PyObject *sleep = uwsgi_dict ? PyDict_GetItemString(uwsgi_dict, "async_sleep") : NULL;   /* borrowed */
@@ -75,6 +77,8 @@ static PyObject *tw_core_greenlet(struct tw_core *c) {
 	Py_DECREF(run);
 	return gl;
 }
+
+static void tw_core_released(void);
 
 /* Give a wsgi_req back to uWSGI's free list (find_first_available_wsgi_req). */
 static void tw_put_wsgi_req(struct wsgi_request *wsgi_req) {
@@ -193,20 +197,28 @@ broken:
 	uwsgi_destroy_request(wsgi_req);
 }
 
+/* The connection waits for a request head (deadlines.c keeps the list):
+ * a full worker that stopped watching its listen sockets watches them again,
+ * so that a new connection can shed this one. */
+static void head_begin(struct tw_core *c) {
+	tw_head_begin(c);
+	if (!utornado.accepting) tw_accept_resume();
+}
+
 /* Serve a connection until it closes: one request, or many with keep-alive. */
 static void tw_serve(struct tw_core *c) {
 	struct wsgi_request *wsgi_req = c->wsgi_req;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	int id = c->id;
-	tw_head_begin(c);
+	head_begin(c);
 	for (c->conn_requests = 0;; c->conn_requests++) {
 		tw_serve_one(c);
 		/* --http11-socket keeps the connection in sock->retry[core] */
-		if (!sock->retry || !sock->retry[id] || utornado.draining) break;
+		if (!sock->retry || !sock->retry[id] || utornado.phase != TW_SERVING) break;
 		wsgi_req_setup(wsgi_req, id, sock);
 		/* waits (in this greenlet) for the next request, up to --socket-timeout
 		 * and the head deadline; shedding and a drain end the wait early */
-		tw_head_begin(c);
+		head_begin(c);
 		int refused = wsgi_req_simple_accept(wsgi_req, sock->fd);
 		if (refused) {
 			tw_head_end(c);
@@ -278,7 +290,7 @@ static void tw_on_listen(int fd, void *data) {
 			 * the oldest connection that has not sent a request (deadlines.c) */
 			if (tw_shed_oldest_head()) continue;
 			/* none: the backlog holds the rest until a core frees */
-			utornado.metrics->accept_pauses++;
+			utornado.counters.accept_pauses++;
 			tw_accept_pause();
 			return;
 		}
@@ -298,7 +310,7 @@ static void tw_on_listen(int fd, void *data) {
 	}
 }
 
-static void tw_listen_init(void) {
+void tw_listen_init(void) {
 	struct uwsgi_socket *sock;
 	for (sock = uwsgi.sockets; sock; sock = sock->next) listen_count++;
 	listen_handlers = uwsgi_malloc(sizeof(int) * (listen_count > 0 ? listen_count : 1));
@@ -328,91 +340,48 @@ void tw_accept_pause(void) {
 }
 
 void tw_accept_resume(void) {
-	if (utornado.accepting || utornado.draining) return;
+	if (utornado.accepting || utornado.phase != TW_SERVING) return;
 	tw_listen_sockets(1);
 	utornado.accepting = 1;
 }
 
-void tw_stop_loop(void) {
-	if (utornado.stopping) return;
-	utornado.stopping = 1;
+/* A core gave its connection back: a draining worker whose last request is
+ * done stops; a full worker that stopped accepting accepts again. */
+static void tw_core_released(void) {
+	if (utornado.phase == TW_DRAINING && utornado.busy == 0) tw_phase_enter(TW_STOPPING);
+	else if (!utornado.accepting) tw_accept_resume();
+}
+
+/*
+ * The worker's phase, one way only: serving -> draining (no new connection,
+ * the ones in flight finish) -> stopping (the loop stops from a callback,
+ * never from inside a core's greenlet). Returns 1 when the phase changed.
+ */
+int tw_phase_enter(enum tw_phase phase) {
+	if (phase <= utornado.phase) return 0;
+	utornado.phase = phase;
+	uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
+	tw_accept_pause();
+	if (phase == TW_DRAINING && utornado.busy == 0) phase = utornado.phase = TW_STOPPING;
+	if (phase != TW_STOPPING) return 1;
 	PyObject *stop = PyObject_GetAttrString(utornado.ioloop, "stop");
-	if (!stop) {
-		PyErr_Print();
-		return;
-	}
-	/* stop from a callback, never from inside a core's greenlet */
-	PyObject *h = tw_loop_call(utornado.call_soon, stop, NULL);
+	PyObject *h = stop ? tw_loop_call(utornado.call_soon, stop, NULL) : NULL;
 	if (!h) PyErr_Print();
 	Py_XDECREF(h);
-	Py_DECREF(stop);
+	Py_XDECREF(stop);
+	return 1;
 }
 
-static void tw_gil_get(void) {
-	pthread_setspecific(up.upt_gil_key, (void *) PyGILState_Ensure());
-}
-
-static void tw_gil_release(void) {
-	PyGILState_Release((PyGILState_STATE) (long) pthread_getspecific(up.upt_gil_key));
-}
-
-/* the loop engine: registered as "tornado", runs in every worker */
-void tw_loop(void) {
-	signal(SIGPIPE, SIG_IGN);
-
-	if (uwsgi.async < 2) {
-		uwsgi_log("the tornado loop engine requires async mode: use --tornado <cores>\n");
-		exit(1);
-	}
-	tw_check_suspend_engine();
-	utornado.cores = uwsgi.async;
-
-	UWSGI_GET_GIL
-	if (uwsgi.has_threads) {
-		up.gil_get = tw_gil_get;
-		up.gil_release = tw_gil_release;
-	}
-
-	if (tw_greenlet_import()) uwsgi_pyexit;
-	tw_asan_mark_stack_top();
-	utornado.hub = tw_greenlet_current();
-	utornado.str_gr_context = PyUnicode_InternFromString("gr_context");
-	utornado.str_switch = PyUnicode_InternFromString("switch");
-	if (!utornado.str_gr_context || !utornado.str_switch) uwsgi_pyexit;
-
-	if (tw_event_init()) uwsgi_pyexit;
-	tw_metrics_worker_init();
-	if (tw_legacy_init()) {
-		uwsgi_log("[tornado] unable to set up the core async API\n");
-		exit(1);
-	}
-	if (tw_setup_ioloop()) uwsgi_pyexit;
-
-	tw_hooks_install();
-	tw_replace_module_functions();
-	tw_ws_replace_module_functions();
-	if (tw_publish_engine()) uwsgi_pyexit;
-	tw_signals_init();
-	tw_framing_init();
-	tw_keepalive_init();
-	tw_listen_init();
-
-	tw_accept_resume();
-	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);
-
+/* Run the IOLoop until the worker stops; an exception that escaped a loop
+ * callback is logged and the loop goes on. */
+void tw_loop_run(void) {
 	for (;;) {
 		PyObject *r = PyObject_CallMethod(utornado.ioloop, "start", NULL);
 		if (r) {
 			Py_DECREF(r);
-			break;
+			return;
 		}
-		/* an exception escaped a loop callback: log it, keep serving */
 		PyErr_Print();
-		if (utornado.stopping) break;
+		if (utornado.phase == TW_STOPPING) return;
 	}
-
-	/* the loop was stopped: the worker drained (reload, recycle) or is asked to die */
-	tw_run_atexit();
-	uwsgi_log("goodbye to the tornado IOLoop on worker %d (pid: %d)\n", uwsgi.mywid, uwsgi.mypid);
-	exit(utornado.exit_code);
 }

@@ -1,5 +1,6 @@
 /*
- * metrics.c: the engine's metrics in uWSGI's metrics subsystem
+ * metrics.c: floor 1 (reads event.c's counters): the engine's metrics in
+ * uWSGI's metrics subsystem
  * (--enable-metrics, which turns on the master).
  *
  * uWSGI's metrics live in the master: they are registered there before the
@@ -21,10 +22,14 @@
  *   worker.N.tornado.waits_per_sec        waits started during the last second
  *   worker.N.tornado.wakeups_per_sec      cores resumed during the last second
  *   worker.N.tornado.accept_pauses        times every core was busy and accepting stopped (counter)
+ *   worker.N.tornado.http_rejected        request heads refused before the app (counter)
  *
- * The counters are plain integers the event layer increments; the gauges
- * are written by the worker once a second (tw_metrics_sample(), from the
- * worker's periodic check); rates and averages are computed in the master
+ * The counters are plain integers each floor increments in the worker's own
+ * memory (struct tw_counters: the event layer's waits, wake-ups and lag, the
+ * accept gate's pauses, framing's refusals); once a second the worker copies
+ * them, and writes the gauges, into its slot (tw_metrics_sample(), from the
+ * worker's periodic check), as libuv's uv_metrics_info() copies the loop's
+ * own counters out; rates and averages are computed in the master
  * by two collectors of ours from the change of the counters. Nothing is
  * allocated after fork and the hot path does no more than an increment and,
  * with metrics on, one clock read per wake-up.
@@ -38,10 +43,10 @@
 
 /* master: one slot per worker (index = worker id), shared with the workers */
 static struct tw_metrics *tw_shared;
-/* without --enable-metrics the event layer counts here, and nobody reads it */
+/* without --enable-metrics: a slot nobody reads */
 static struct tw_metrics tw_unshared;
-/* worker: the longest lag since the last sample */
-static uint64_t tw_lag_max_ns;
+/* worker: what an earlier process in this slot counted, to go on from */
+static struct tw_metrics tw_base;
 
 /* master-private state of a metric computed from the change of counters */
 struct tw_metric_delta {
@@ -115,19 +120,22 @@ void tw_metrics_register(void) {
 	}
 }
 
-/* In the worker, after fork: point the counters at this worker's slot. The
- * counters go on from what an earlier process in this slot counted (the
- * rates stay right across a respawn); the gauges start from rest. */
+/* In the worker, after fork: point at this worker's slot. The counters go
+ * on from what an earlier process in this slot counted (the rates stay right
+ * across a respawn); the gauges start from rest. */
 void tw_metrics_worker_init(void) {
 	if (!tw_shared || uwsgi.mywid < 1 || uwsgi.mywid > uwsgi.numproc) {
 		utornado.metrics = &tw_unshared;
 		return;
 	}
 	utornado.metrics = &tw_shared[uwsgi.mywid];
+	tw_base = *utornado.metrics;
+	utornado.counters.measure_lag = 1;
 	tw_metrics_sample();
 }
 
-/* Publish the gauges: once a second, from the worker's periodic check. */
+/* Publish the gauges and copy the counters out: once a second, from the
+ * worker's periodic check. */
 void tw_metrics_sample(void) {
 	if (utornado.metrics == &tw_unshared) return;
 	int64_t fd_waiting = 0, timer_waiting = 0, ready = 0;
@@ -141,28 +149,17 @@ void tw_metrics_sample(void) {
 	struct tw_core *c;
 	for (c = utornado.ready_head; c; c = c->next_ready) ready++;
 	struct tw_metrics *m = utornado.metrics;
+	struct tw_counters *k = &utornado.counters;
 	m->busy_cores = utornado.busy;
 	m->fd_waiting_cores = fd_waiting;
 	m->timer_waiting_cores = timer_waiting;
 	m->ready_queue = ready;
-	m->loop_lag_max_us = (int64_t) (tw_lag_max_ns / 1000);
-	tw_lag_max_ns = 0;
-}
-
-/* now, when the loop lag is measured (metrics on), else 0 */
-uint64_t tw_metrics_now(void) {
-	return utornado.metrics != &tw_unshared ? tw_now_ns() : 0;
-}
-
-/* A suspended core is resumed: count it, and its lag when it has a ready time. */
-void tw_metrics_woken(struct tw_core *c) {
-	struct tw_metrics *m = utornado.metrics;
-	m->wakeups++;
-	if (!c->ready_at || m == &tw_unshared) return;
-	uint64_t now = tw_now_ns();
-	uint64_t lag = now > c->ready_at ? now - c->ready_at : 0;
-	c->ready_at = 0;
-	m->lag_sum_ns += (int64_t) lag;
-	m->lag_count++;
-	if (lag > tw_lag_max_ns) tw_lag_max_ns = lag;
+	m->loop_lag_max_us = (int64_t) (k->lag_max_ns / 1000);
+	k->lag_max_ns = 0;
+	m->waits = tw_base.waits + k->waits;
+	m->wakeups = tw_base.wakeups + k->wakeups;
+	m->lag_sum_ns = tw_base.lag_sum_ns + k->lag_sum_ns;
+	m->lag_count = tw_base.lag_count + k->lag_count;
+	m->accept_pauses = tw_base.accept_pauses + k->accept_pauses;
+	m->http_rejected = tw_base.http_rejected + k->http_rejected;
 }

@@ -1,6 +1,16 @@
 /*
- * plugin.c: the --tornado option, the plugin struct and the startup checks of
- * the tornado loop engine. The engine itself is in loop.c.
+ * plugin.c: floor 4, the top of the tornado loop engine: the --tornado
+ * options, the start-up checks, and the worker's main loop beside the plugin
+ * struct (as uWSGI's gevent plugin has it). It wires the floors below
+ * together; every call goes down a floor:
+ *
+ *   4 plugin.c    options, checks, the worker's main loop
+ *   3 signals.c   uWSGI signals, drain, shutdown
+ *   2 loop.c      the IOLoop, accept and its gate, the phase, serving a connection
+ *   1 deadlines.c, keepalive.c, framing.c, metrics.c, hooks.c, websocket.c
+ *                 (each calls floor 0 only)
+ *   0 event.c     fd table, timer heap, ready queue, greenlet switching, counters
+ *                 (guard.c, the build guard, stands apart)
  */
 #include "tornado.h"
 
@@ -30,7 +40,7 @@ static int tw_selected(void) {
 
 /* The suspend engine (--greenlet) installs uwsgi.schedule_to_main when it
  * initialises, together with the apps. */
-void tw_check_suspend_engine(void) {
+static void tw_check_suspend_engine(void) {
 	if (!uwsgi.schedule_to_main) {
 		uwsgi_log("the tornado loop engine needs a suspend engine: add --greenlet (and build uWSGI with the greenlet plugin)\n");
 		/* in a worker, make the master give up instead of respawning it forever */
@@ -59,17 +69,83 @@ static void tw_post_init(void) {
 }
 
 /* After the apps are loaded in the master (with --lazy-apps the worker's
- * loop start checks instead, see tw_loop()). */
+ * loop start checks instead, see tw_worker_main()). */
 static void tw_postinit_apps(void) {
 	if (!tw_selected() || uwsgi.lazy || uwsgi.lazy_apps) return;
 	tw_check_suspend_engine();
+}
+
+static void tw_gil_get(void) {
+	pthread_setspecific(up.upt_gil_key, (void *) PyGILState_Ensure());
+}
+
+static void tw_gil_release(void) {
+	PyGILState_Release((PyGILState_STATE) (long) pthread_getspecific(up.upt_gil_key));
+}
+
+/* The worker's main loop: registered as the loop engine "tornado", it runs
+ * in every worker, wires the floors together and runs the IOLoop. */
+static void tw_worker_main(void) {
+	signal(SIGPIPE, SIG_IGN);
+
+	if (uwsgi.async < 2) {
+		uwsgi_log("the tornado loop engine requires async mode: use --tornado <cores>\n");
+		exit(1);
+	}
+	tw_check_suspend_engine();
+	utornado.cores = uwsgi.async;
+
+	UWSGI_GET_GIL
+	if (uwsgi.has_threads) {
+		up.gil_get = tw_gil_get;
+		up.gil_release = tw_gil_release;
+	}
+
+	if (tw_greenlet_import()) uwsgi_pyexit;
+	tw_asan_mark_stack_top();
+	utornado.hub = tw_greenlet_current();
+	utornado.str_gr_context = PyUnicode_InternFromString("gr_context");
+	utornado.str_switch = PyUnicode_InternFromString("switch");
+	if (!utornado.str_gr_context || !utornado.str_switch) uwsgi_pyexit;
+
+	if (tw_event_init()) uwsgi_pyexit;
+	tw_metrics_worker_init();
+	if (tw_legacy_init()) {
+		uwsgi_log("[tornado] unable to set up the core async API\n");
+		exit(1);
+	}
+	if (tw_setup_ioloop()) uwsgi_pyexit;
+
+	tw_hooks_install();
+	tw_replace_module_functions();
+	tw_ws_replace_module_functions();
+	if (tw_publish_engine()) uwsgi_pyexit;
+	tw_signals_init();
+	tw_framing_init();
+	tw_keepalive_init();
+	tw_listen_init();
+
+	/* policy the event layer applies to every wait, wired from here (as
+	 * Redis' aeSetBeforeSleepProc): a wait for the client never outlasts
+	 * the request's own deadline (deadlines.c) */
+	tw_set_wait_limit(tw_request_deadline);
+
+	tw_accept_resume();
+	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);
+
+	tw_loop_run();
+
+	/* the loop was stopped: the worker drained (reload, recycle) or is asked to die */
+	tw_run_atexit();
+	uwsgi_log("goodbye to the tornado IOLoop on worker %d (pid: %d)\n", uwsgi.mywid, uwsgi.mypid);
+	exit(utornado.exit_code);
 }
 
 static void tw_on_load(void) {
 	tw_deadlines_defaults();
 	/* a client answers a close frame in one round trip */
 	utornado.ws_close_timeout = 2;
-	uwsgi_register_loop("tornado", tw_loop);
+	uwsgi_register_loop("tornado", tw_worker_main);
 }
 
 struct uwsgi_plugin tornado_plugin = {

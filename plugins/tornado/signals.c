@@ -1,5 +1,6 @@
 /*
- * signals.c: uWSGI signals, graceful drain and shutdown for the tornado loop
+ * signals.c: floor 3 (calls loop.c and below): uWSGI signals, graceful
+ * drain and shutdown for the tornado loop
  * engine.
  *
  * uWSGI signals (@timer, @signal, @filemon, ...) arrive on signal_socket and
@@ -92,40 +93,29 @@ static PyMethodDef tw_close_idle_def = {"uwsgi_tornado_close_idle", tw_close_idl
 
 /* Stop accepting; exit once the last request in flight is done. */
 void tw_drain(void) {
-	if (!utornado.draining) {
-		uwsgi_log("Gracefully killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
-		utornado.draining = 1;
-		uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
-		tw_accept_pause();
-		if (utornado.busy > 0) {
-			uwsgi_log("worker %d (pid: %d) waits for %d requests in flight\n", uwsgi.mywid, uwsgi.mypid, utornado.busy);
-		}
-		/* --worker-reload-mercy bounds the wait */
-		uwsgi_time_bomb(uwsgi.worker_reload_mercy, 0);
-		/* this may run in a core's greenlet (gbcw_hook): switching to other
-		 * cores is the hub's job */
-		PyObject *f = PyCFunction_New(&tw_close_idle_def, NULL);
-		PyObject *h = f ? tw_loop_call(utornado.call_soon, f, NULL) : NULL;
-		if (!h) PyErr_Print();
-		Py_XDECREF(h);
-		Py_XDECREF(f);
+	if (utornado.phase != TW_SERVING) return;
+	uwsgi_log("Gracefully killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
+	if (utornado.busy > 0) {
+		uwsgi_log("worker %d (pid: %d) waits for %d requests in flight\n", uwsgi.mywid, uwsgi.mypid, utornado.busy);
 	}
-	if (utornado.busy == 0) tw_stop_loop();
+	/* stops at once when nothing is in flight */
+	tw_phase_enter(TW_DRAINING);
+	if (utornado.phase == TW_STOPPING) return;
+	/* --worker-reload-mercy bounds the wait */
+	uwsgi_time_bomb(uwsgi.worker_reload_mercy, 0);
+	/* this may run in a core's greenlet (gbcw_hook): switching to other
+	 * cores is the hub's job */
+	PyObject *f = PyCFunction_New(&tw_close_idle_def, NULL);
+	PyObject *h = f ? tw_loop_call(utornado.call_soon, f, NULL) : NULL;
+	if (!h) PyErr_Print();
+	Py_XDECREF(h);
+	Py_XDECREF(f);
 }
 
 /* uWSGI decided this worker is done (--max-requests, --reload-on-rss, ...). */
 static void tw_gbcw_hook(void) {
 	uwsgi_log("...The work of process %d is done. Seeya!\n", getpid());
 	tw_drain();
-}
-
-/* A core gave its connection back. */
-void tw_core_released(void) {
-	if (utornado.draining) {
-		if (utornado.busy == 0) tw_stop_loop();
-		return;
-	}
-	if (!utornado.accepting) tw_accept_resume();
 }
 
 static void tw_on_wake(int fd, void *unused) {
@@ -144,13 +134,10 @@ static void tw_on_wake(int fd, void *unused) {
 		else {
 			uwsgi_log("Brutally killing worker %d (pid: %d)...\n", uwsgi.mywid, uwsgi.mypid);
 			utornado.exit_code = UWSGI_END_CODE;
-			uwsgi.workers[uwsgi.mywid].manage_next_request = 0;
-			utornado.draining = 1;
-			tw_accept_pause();
+			tw_phase_enter(TW_STOPPING);
 			/* best effort, without waiting: the websockets waiting for a
 			 * message send their close 1001 now, before the loop stops */
 			tw_ws_drain();
-			tw_stop_loop();
 		}
 	}
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
@@ -164,7 +151,7 @@ static PyObject *tw_periodic(PyObject *self, PyObject *unused) {
 	if (!uwsgi.workers[uwsgi.mywid].manage_next_request) tw_drain();
 	tw_metrics_sample();
 	tw_linger_sweep();
-	if (!utornado.stopping) {
+	if (utornado.phase != TW_STOPPING) {
 		/* self is NULL here (a module-less C function): re-arm with our own reference */
 		PyObject *h = tw_loop_call(utornado.call_later, one_second, utornado.periodic);
 		if (!h) PyErr_Print();

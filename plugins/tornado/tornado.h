@@ -2,26 +2,33 @@
  * tornado.h: shared state and internal API of the tornado loop engine.
  *
  * The engine runs uWSGI's async mode on Tornado's IOLoop (an asyncio loop
- * underneath) with greenlet as the suspend engine. It is split like uWSGI's
- * gevent plugin, one concern per file:
+ * underneath) with greenlet as the suspend engine. One concern per file, in
+ * floors: every call goes down a floor, never up or sideways; what a lower
+ * floor needs of policy is a callback the top floor registers (Redis' ae.c
+ * and aeSetBeforeSleepProc), and the counters each floor keeps are copied
+ * out by metrics.c (libuv's uv_metrics_info).
  *
- *   plugin.c   the --tornado option, the plugin struct, startup checks
- *   event.c    the event layer: one epoll for every uWSGI wait of the worker,
- *              a timer heap and a ready queue, bridged into the asyncio loop
- *   loop.c     the worker: IOLoop setup after fork, accept, one greenlet per
- *              core, drain and exit
- *   hooks.c    uWSGI's wait/suspend hooks and the core async API
- *              (uwsgi.async_sleep, wait_fd_read/write, suspend) on event.c
- *   signals.c  uWSGI signals, graceful reload and shutdown
- *   deadlines.c slow clients: the request-head deadline, the minimum body
- *              rate, shedding connections that have not sent a request
- *   framing.c  strict request framing: judges a request head (RFC 9112)
- *   keepalive.c the HTTP socket's functions: whether a connection stays open
- *              after a response, lingering close, no body where a response
- *              has none, 100 Continue, rejecting a request head
- *   metrics.c  the engine's metrics in uWSGI's metrics subsystem
- *   websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
- *              uwsgi.websocket_* API, state per core
+ *   4 plugin.c    the --tornado options, start-up checks, the worker's main
+ *                 loop beside the plugin struct (uWSGI's gevent plugin)
+ *   3 signals.c   uWSGI signals, graceful reload and shutdown
+ *   2 loop.c      the IOLoop after fork, accept and the accept gate, the
+ *                 worker's phase, one greenlet per core serving connections
+ *   1 deadlines.c slow clients: the request-head deadline, the minimum body
+ *                 rate, shedding, the harakiri of the oldest request
+ *     framing.c   strict request framing: judges a request head (RFC 9112)
+ *     keepalive.c the HTTP socket's functions: whether a connection stays
+ *                 open after a response, no body where a response has none,
+ *                 100 Continue, rejecting a request head
+ *     hooks.c     uWSGI's wait/suspend hooks and the core async API
+ *                 (uwsgi.async_sleep, wait_fd_read/write, suspend)
+ *     metrics.c   the engine's metrics in uWSGI's metrics subsystem
+ *     websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
+ *                 uwsgi.websocket_* API, state per core
+ *   0 event.c     the event layer: one epoll for every uWSGI wait of the
+ *                 worker (a connection registered once), a timer heap, a
+ *                 ready queue, lingering closes, greenlet switching, the
+ *                 engine's counters; bridged into the asyncio loop
+ *     guard.c     refuses a uWSGI or Python the plugin was not built for
  *
  * Why one private epoll instead of asyncio's add_reader() per wait: every
  * add_reader() allocates a Handle and a SelectorKey and goes through Python;
@@ -59,6 +66,18 @@
 
 /* called from the hub when a registered fd is readable */
 typedef void (*tw_fd_handler)(int fd, void *data);
+
+struct tw_core;
+/* policy the top floor wires into the event layer: the latest moment (a
+ * monotonic ns deadline, 0: none) a core's wait on fd may end */
+typedef uint64_t (*tw_wait_limit_fn)(struct tw_core *, int fd, uint32_t events);
+
+/* the worker's phase, one way only (loop.c, tw_phase_enter) */
+enum tw_phase {
+	TW_SERVING = 0,               /* accepting and serving */
+	TW_DRAINING,                  /* no new connection; the ones in flight finish */
+	TW_STOPPING,                  /* the loop stops */
+};
 
 struct tw_ws;
 
@@ -120,6 +139,20 @@ struct tw_http_verdict {
 
 /* One per worker, in memory shared with the master, which reads it for
  * uWSGI's metrics subsystem (metrics.c). Written by the worker only. */
+/* The engine's counters: each floor bumps its own where it happens, in the
+ * worker's memory; metrics.c copies them out once a second (as libuv's
+ * uv_metrics_info copies the loop's). */
+struct tw_counters {
+	int64_t waits;          /* event.c: waits started */
+	int64_t wakeups;        /* event.c: suspended cores resumed */
+	int64_t lag_sum_ns;     /* event.c: from ready to running, summed over lag_count wake-ups */
+	int64_t lag_count;
+	uint64_t lag_max_ns;    /* event.c: the longest since metrics.c last took it */
+	int measure_lag;        /* set by metrics.c when someone reads the lag: a clock read per wake-up */
+	int64_t accept_pauses;  /* loop.c: every core busy, accepting stopped */
+	int64_t http_rejected;  /* keepalive.c: request heads refused by framing.c's rules */
+};
+
 struct tw_metrics {
 	/* gauges, published once a second */
 	int64_t busy_cores;
@@ -127,13 +160,13 @@ struct tw_metrics {
 	int64_t timer_waiting_cores;
 	int64_t ready_queue;
 	int64_t loop_lag_max_us;
-	/* counters, incremented where it happens */
+	/* counters, copied from struct tw_counters once a second */
 	int64_t waits;
 	int64_t wakeups;
 	int64_t lag_sum_ns;
 	int64_t lag_count;
 	int64_t accept_pauses;
-	int64_t http_rejected;        /* request heads answered 4xx/5xx by framing.c's rules */
+	int64_t http_rejected;
 };
 
 struct uwsgi_tornado {
@@ -151,14 +184,13 @@ struct uwsgi_tornado {
 	int nevents;
 	struct tw_core *core;         /* uwsgi.async entries */
 	int busy;                     /* cores owning a connection */
-	int accepting;                /* listen sockets are in the epoll */
-	int draining;                 /* stop accepting, exit when busy drops to 0 */
+	int accepting;                /* the accept gate: listen sockets are in the epoll */
+	enum tw_phase phase;          /* loop.c, tw_phase_enter(): serving, draining, stopping */
 	struct tw_core *heads_first;  /* cores waiting for a request head, oldest first */
 	struct tw_core *heads_last;
 	struct tw_core *running_first;  /* cores running the app, oldest first */
 	struct tw_core *running_last;
-	int stopping;
-	int exit_code;
+	int exit_code;                /* the worker's exit status once stopped (a reload unless told otherwise) */
 
 	/* timers: a binary min-heap of cores by deadline */
 	struct tw_core **heap;
@@ -181,10 +213,13 @@ struct uwsgi_tornado {
 	PyObject *on_timer;
 	PyObject *on_ready;
 	PyObject *periodic;           /* the once-a-second worker check */
+	PyObject *token_ready;        /* event.c: what a waker switches back with: the wait's event came */
+	PyObject *token_timeout;      /* event.c: ... its deadline passed (tw_green_wait) */
 	PyObject *str_gr_context;
 	PyObject *str_switch;
 
-	struct tw_metrics *metrics;   /* this worker's counters (never NULL in a worker) */
+	struct tw_counters counters;  /* the engine's counters (metrics.c copies them out) */
+	struct tw_metrics *metrics;   /* metrics.c: this worker's slot (never NULL in a worker) */
 };
 
 extern struct uwsgi_tornado utornado;
@@ -214,20 +249,21 @@ void tw_timer_stop(struct tw_core *);
 void tw_resume_soon(struct tw_core *);
 int tw_core_wait(struct tw_core *, int fd0, int fd1, uint32_t events, int64_t timeout_ms);
 void tw_conn_end(struct tw_core *);
+void tw_set_wait_limit(tw_wait_limit_fn);
 void tw_linger(struct tw_core *, int fd);
 void tw_linger_sweep(void);
 int tw_suspend(struct tw_core *);
 void tw_wake(struct tw_core *, uint32_t gen);
 PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1);
 
-/* plugin.c */
-void tw_check_suspend_engine(void);
-
 /* loop.c */
-void tw_loop(void);
 void tw_accept_pause(void);
 void tw_accept_resume(void);
-void tw_stop_loop(void);
+int tw_phase_enter(enum tw_phase);
+void tw_loop_run(void);
+int tw_setup_ioloop(void);
+int tw_publish_engine(void);
+void tw_listen_init(void);
 
 /* hooks.c */
 void tw_hooks_install(void);
@@ -241,7 +277,6 @@ void tw_replace_module_functions(void);
 void tw_signals_init(void);
 void tw_run_atexit(void);
 void tw_drain(void);
-void tw_core_released(void);
 
 /* deadlines.c */
 void tw_deadlines_defaults(void);
@@ -272,7 +307,5 @@ int tw_ws_drain(void);
 void tw_metrics_register(void);
 void tw_metrics_worker_init(void);
 void tw_metrics_sample(void);
-uint64_t tw_metrics_now(void);
-void tw_metrics_woken(struct tw_core *);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * websocket.c: the engine's own websockets, RFC 6455 server side, behind
+ * websocket.c: floor 1 (calls event.c only): the engine's own websockets,
+ * RFC 6455 server side, behind
  * uWSGI's Python API (uwsgi.websocket_handshake, websocket_recv,
  * websocket_recv_nb, websocket_send, websocket_send_binary) plus
  * uwsgi.websocket_recv_message() and uwsgi.websocket_close().
@@ -805,7 +806,7 @@ static PyObject *py_ws_handshake(PyObject *self, PyObject *args, PyObject *kwarg
 	uint64_t now = tw_now_ns();
 	ws->state = WS_OPEN;
 	ws->request = wsgi_req->start_of_request;
-	ws->going_away = utornado.draining;
+	ws->going_away = utornado.phase != TW_SERVING;
 	ws->waiting = ws->close_sent = ws->close_received = ws->ping_outstanding = 0;
 	ws->last_rx = now;
 	ws->last_ping = now;

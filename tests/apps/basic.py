@@ -4,6 +4,7 @@ import os
 import time
 from urllib.parse import parse_qs
 
+import greenlet
 import uwsgi
 from tornado.ioloop import IOLoop
 
@@ -43,6 +44,12 @@ def application(environ, start_response):
         return generator(start_response)
     if path == "/spin":
         return spin(environ, start_response)
+    if path == "/switch-in-by-hand":  # the app switches into its own waiting request
+        me = greenlet.getcurrent()
+        IOLoop.current().call_later(0.1, me.switch, "not a wake-up")
+        started = time.monotonic()
+        uwsgi.async_sleep(0.5)
+        return text(start_response, "%.3f" % (time.monotonic() - started))
     if path == "/suspend":
         for _ in range(3):
             uwsgi.suspend()
