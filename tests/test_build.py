@@ -1,8 +1,9 @@
-"""The build: make is incremental, and tornado_plugin.so loads into a uWSGI
-binary that does not embed the engine."""
+"""The build: make is incremental, tornado_plugin.so loads into a uWSGI
+binary that does not embed the engine, and the C sources keep their floors."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from conftest import ROOT, VENV, http_get, parallel
@@ -51,3 +52,26 @@ def test_the_glue_package_builds_a_wheel_with_pip(tmp_path):
     import zipfile
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "uwsgidecorators_ext/core.py" in names and "uwsgidecorators_ext/serve.py" in names
+
+
+def test_every_call_in_the_plugin_goes_down_a_floor():
+    """Each C file's header says its floor (plugin.c 4 ... event.c 0); a
+    function defined in one file is called only from files of a higher
+    floor (README: How it works)."""
+    sources = sorted((ROOT / "plugins" / "tornado").glob("*.c"))
+    floors, defined = {}, {}
+    for path in sources:
+        text = path.read_text()
+        header = re.match(r"/\*\n \* " + re.escape(path.name) + r": floor (\d)", text)
+        assert header, f"{path.name}: its header does not say its floor"
+        floors[path.name] = int(header.group(1))
+        for name in re.findall(r"^(?!static)[a-z][^;\n]*?\b(tw_\w+)\([^;]*$", text, re.M):
+            defined[name] = path.name
+    assert len(defined) > 40, defined  # the parse found the engine's functions
+    upward = []
+    for path in sources:
+        for name in set(re.findall(r"\b(tw_\w+)\(", path.read_text())):
+            home = defined.get(name)
+            if home and home != path.name and floors[home] >= floors[path.name]:
+                upward.append(f"{path.name} (floor {floors[path.name]}) calls {name} of {home} (floor {floors[home]})")
+    assert upward == []

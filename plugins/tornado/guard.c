@@ -1,6 +1,7 @@
 /*
- * guard.c: a tornado_plugin.so refuses to run inside a uWSGI or a Python
- * other than the ones it was compiled for.
+ * guard.c: floor 0 (calls nothing of the engine): a tornado_plugin.so
+ * refuses to run inside a uWSGI or a Python other than the ones it was
+ * compiled for.
  *
  * uWSGI checks nothing when it loads a plugin. A plugin compiled against
  * another uWSGI reads struct uwsgi_server (and the python plugin's struct
