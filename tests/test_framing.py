@@ -6,11 +6,13 @@ alive only when its next byte starts a new request. Raw sockets throughout:
 the bytes are the test."""
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
 import subprocess
 import time
+from typing import Iterator
 
 import pytest
 
@@ -173,14 +175,25 @@ def test_a_head_cut_after_cr_lf_cr_that_times_out_does_not_keep_the_connection(f
     assert not secret_served(server)
 
 
+@contextlib.contextmanager
+def connections(port: int, count: int, head: bytes) -> Iterator[list[socket.socket]]:
+    """`count` connections that each sent `head` and stay open until the end
+    of the block."""
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(head)
+            opened.append(s)
+        yield opened
+    finally:
+        for s in opened:
+            s.close()
+
+
 def test_a_shed_head_cut_after_cr_lf_cr_does_not_keep_the_connection(framing):
     server = framing("--http11-socket", "--tornado", "4")
-    cut = []
-    try:
-        for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
-            cut.append(s)
+    with connections(server.port, 4, b"GET / HTTP/1.1\r\nHost: x\r\n\r") as cut:
         time.sleep(0.3)
         # a fifth connection sheds the oldest cut one
         assert exchange(server.port, b"GET / HTTP/1.0\r\n\r\n").endswith(b"public page")
@@ -191,29 +204,18 @@ def test_a_shed_head_cut_after_cr_lf_cr_does_not_keep_the_connection(framing):
                 pass
         time.sleep(0.3)
         assert not secret_served(server)
-    finally:
-        for s in cut:
-            s.close()
 
 
 def test_lingering_connections_hold_no_core(framing):
     """Refused connections that stay open while the engine lingers on them
     (RFC 9112 9.6) do not keep a 4-core worker from answering."""
     server = framing("--http11-socket", "--tornado", "4")
-    held = []
-    try:
-        for _ in range(8):
-            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n")
-            held.append(s)
+    with connections(server.port, 8, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n") as held:
         for s in held:
             assert s.recv(4096).startswith(b"HTTP/1.1 400")
         started = time.monotonic()
         assert exchange(server.port, b"GET / HTTP/1.0\r\n\r\n").endswith(b"public page")
         assert time.monotonic() - started < 0.5
-    finally:
-        for s in held:
-            s.close()
 
 
 def test_a_proxy_protocol_line_is_refused_after_the_first_request(framing):
