@@ -139,13 +139,15 @@ BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 
 bench: $(BENCH_DEPS)
 	$(VPY) bench/run.py --rounds 2 --seconds 3
+	$(VPY) bench/websocket.py --rounds 2 --seconds 3
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick
 
-# KiB per request in flight by kind of memory (C10K); MEMORY_OPTS: uWSGI options
+# KiB per request in flight by kind of memory (C10K), and per idle websocket; MEMORY_OPTS: uWSGI options
 bench-memory: $(BUILD)/bench/uwsgi tools
 	$(VPY) bench/memory.py $(MEMORY_OPTS)
+	$(VPY) bench/websocket.py --idle-only
 
 # graceful reloads, recycling, aborting and dribbling clients under verified load
 soak: $(VENV_UWSGI)
@@ -153,10 +155,12 @@ soak: $(VENV_UWSGI)
 
 # ---- tools the tests and benchmarks drive (Debian packages) ----
 # nginx: the tests run it in the foreground with their own configs (tests/test_deploy_*.py);
-# strace: tests/test_engine.py counts the epoll_ctl calls of a worker
+# strace: tests/test_engine.py counts the epoll_ctl calls of a worker; curl and
+# openssl: tests/test_framing.py (an upload with Expect, a test certificate)
 tools:
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)
+	command -v curl >/dev/null && command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl openssl)
 	test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx)
 
 # servers and the browser the deployment tests start on 127.0.0.1, tmux for uwsgitop (Debian packages)

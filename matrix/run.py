@@ -54,8 +54,10 @@ CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py"]
 HOST_ONLY = ["tests/test_asyncio_clients.py", "tests/test_browser.py", "tests/test_deploy_nginx.py",
              "tests/test_deploy_scaling.py", "tests/test_example_flask.py", "tests/test_uwsgitop.py"]
 # what the build and the tests need inside a root, besides the interpreter
-# (libssl-dev: uWSGI's websocket handshake needs its SHA-1; wrk, strace and nginx: make tools)
-ROOT_PACKAGES = ["gcc", "make", "libc6-dev", "libcrypt-dev", "libssl-dev", "zlib1g-dev", "wrk", "strace", "nginx"]
+# (libssl-dev: uWSGI's websocket handshake needs its SHA-1; wrk, strace, curl and nginx:
+# make tools; openssl: the --https-socket test's certificate)
+ROOT_PACKAGES = ["gcc", "make", "libc6-dev", "libcrypt-dev", "libssl-dev", "zlib1g-dev", "wrk", "strace", "curl",
+                 "openssl", "nginx"]
 # what debootstrap's resolver misses (it does not follow virtual packages):
 # bullseye's python3.9-venv needs python3.9-distutils, provided by python3-distutils
 SUITE_PACKAGES = {"bullseye": ["python3-distutils"]}

@@ -5,6 +5,7 @@ import os
 import sys
 
 import tornado.web
+import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient
 
 BACKEND = os.environ.get("BACKEND_URL", "http://127.0.0.1:9191/")
@@ -50,9 +51,15 @@ class Mib(tornado.web.RequestHandler):
         self.write(MIB)
 
 
+class Echo(tornado.websocket.WebSocketHandler):
+    def on_message(self, message):
+        self.write_message(message, binary=isinstance(message, bytes))
+
+
 async def main(port):
     app = tornado.web.Application([(r"/hello", Hello), (r"/ka", KeepAlive), (r"/wait", Wait), (r"/io", Io),
-                                   (r"/proxy", Proxy), (r"/mib", Mib)])
+                                   (r"/proxy", Proxy), (r"/mib", Mib), (r"/ws", Echo)],
+                                  websocket_max_message_size=1 << 20)
     app.listen(port, "127.0.0.1", backlog=4096)
     await asyncio.Event().wait()
 

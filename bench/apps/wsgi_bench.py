@@ -7,6 +7,8 @@ each engine's own idiom where the workload needs waiting (ENGINE says which).
   /io      waits 10 ms, keep-alive: a request doing a little blocking-style I/O
   /proxy   awaits an AsyncHTTPClient fetch from BACKEND_URL
   /mib     a 1 MiB response
+  /ws      a websocket echo through uWSGI's websocket API (ours: the
+           engine's RFC 6455; gevent: uWSGI's own), bench/websocket.py
 """
 import functools
 import os
@@ -76,8 +78,20 @@ def respond(start_response, body, close=True):
     return [body]
 
 
+def websocket_echo(environ):
+    import uwsgi
+    uwsgi.websocket_handshake(environ["HTTP_SEC_WEBSOCKET_KEY"], environ.get("HTTP_ORIGIN", ""))
+    try:
+        while True:
+            uwsgi.websocket_send(uwsgi.websocket_recv())
+    except OSError:  # the client closed
+        return []
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/ws":
+        return websocket_echo(environ)
     if path == "/ka":
         return respond(start_response, HELLO, close=False)
     if path == "/io":
