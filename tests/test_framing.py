@@ -410,9 +410,7 @@ def test_100_continue_is_sent_when_the_app_reads_the_body(framing, socket_opt):
 
 def test_100_continue_is_not_sent_when_the_app_answers_without_reading(framing):
     server = framing()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"POST /too-large HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000000\r\n\r\n")
-        data = recv_all(s)
+    data = exchange(server.port, b"POST /too-large HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000000\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 413"), data
     assert b"100 Continue" not in data
     assert b"\r\nConnection: close\r\n" in data
@@ -420,9 +418,8 @@ def test_100_continue_is_not_sent_when_the_app_answers_without_reading(framing):
 
 def test_100_continue_is_not_sent_when_the_body_came_with_the_head(framing):
     server = framing()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
-        data = recv_all(s)
+    data = exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
+                                 b"Connection: close\r\n\r\nhello")
     assert data.startswith(b"HTTP/1.1 200"), data
     assert data.endswith(b"got hello")
 
