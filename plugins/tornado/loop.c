@@ -242,15 +242,20 @@ static void tw_serve(struct tw_core *c) {
 	core_enter(c, TW_CORE_IDLE);
 }
 
-/* The body of a core's greenlet: serve, park in the hub, serve again. */
+/* The body of a core's greenlet: serve, park in the hub, serve again. Only
+ * an accept (which moves the core out of idle before switching in) ends the
+ * parking: a switch into a parked core by anyone else (a callback the app
+ * left behind, me.switch() after its request) goes straight back. */
 static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
 	for (;;) {
 		tw_serve(c);
-		PyObject *ret = tw_greenlet_switch(utornado.hub);
-		/* NULL: the greenlet is being killed (worker exit) */
-		if (!ret) return NULL;
-		Py_DECREF(ret);
+		do {
+			PyObject *ret = tw_greenlet_switch(utornado.hub);
+			/* NULL: the greenlet is being killed (worker exit) */
+			if (!ret) return NULL;
+			Py_DECREF(ret);
+		} while (c->state == TW_CORE_IDLE);
 	}
 }
 
