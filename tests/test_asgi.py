@@ -8,13 +8,15 @@ import json
 import os
 import signal
 import socket
+import struct
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import free_port, http_get, parallel, read_stats, recv_all, rss_kib
+from conftest import free_port, http_get, parallel, read_stats, recv_all, rss_kib, wait_port
 
 
 def asgi(uwsgi, *extra: str, target: str = "asgi_raw:app", socket_opt: str = "--http11-socket", **kw):
@@ -294,3 +296,48 @@ def test_a_failed_lifespan_startup_stops_the_instance_with_one_line(uwsgi):
     assert "lifespan startup failed: the database is not there" in log
     assert log.count("spawned uWSGI worker 1") <= 2, log
     assert "tornado loop engine ready" not in log
+
+
+def test_lifespan_shutdown_runs_when_the_instance_is_stopped(uwsgi, tmp_path):
+    marks = tmp_path / "marks"
+    server = asgi(uwsgi, "--master", env={"ASGI_SHUTDOWN_FILE": str(marks)})
+    worker = server.worker_pids()[0]
+    assert httpx.get(f"{server.url}/hello").status_code == 200
+    server.stop(signal.SIGINT)
+    assert marks.read_text() == f"shutdown {worker}\n"
+
+
+# ---- the sockets ----
+
+def test_behind_the_uwsgi_protocol_a_stream_ends_with_the_connection_and_headers_stay_apart(uwsgi):
+    from test_engine import uwsgi_packet
+    port = free_port()
+    server = asgi(uwsgi, "--socket", f"127.0.0.1:{port}")
+    wait_port(port)
+    request = {"REQUEST_METHOD": "GET", "PATH_INFO": "/stream", "REQUEST_URI": "/stream", "SERVER_PROTOCOL": "HTTP/1.1",
+               "SERVER_NAME": "x", "SERVER_PORT": "80", "QUERY_STRING": ""}
+    data = raw(port, uwsgi_packet(request))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+    assert body == b"".join(b"part %d\n" % i for i in range(5))
+    # repeated headers as the proxy sent them, one variable each
+    packet = uwsgi_packet(dict(request, PATH_INFO="/scope", REQUEST_URI="/scope"))
+    extra = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                     for k, v in [(b"HTTP_X_DUP", b"one"), (b"HTTP_X_DUP", b"two")])
+    packet = struct.pack("<BHB", 0, len(packet) - 4 + len(extra), 0) + packet[4:] + extra
+    scope = json.loads(raw(port, packet).partition(b"\r\n\r\n")[2])
+    assert scope["headers"] == [["x-dup", "one"], ["x-dup", "two"]]
+    assert server.proc.poll() is None
+
+
+def test_the_https_socket_serves_an_asgi_app_with_scheme_https(uwsgi, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    port = free_port()
+    asgi(uwsgi, "--https-socket", f"127.0.0.1:{port},{cert},{key}", socket_opt=None)
+    wait_port(port)
+    with httpx.Client(verify=False) as client:
+        assert client.get(f"https://127.0.0.1:{port}/scope").json()["scheme"] == "https"
+        with client.stream("GET", f"https://127.0.0.1:{port}/stream") as response:
+            assert response.read() == b"".join(b"part %d\n" % i for i in range(5))

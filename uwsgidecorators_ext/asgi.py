@@ -444,18 +444,28 @@ class _Request:
         (on an HTTP socket, for HTTP/1.1), else the end of the connection."""
         status = self.status
         headers = self.headers
-        framed = False
-        for name, _ in headers:
+        length = chunked = False
+        for name, value in headers:
             lname = name.lower()
-            if lname == b"content-length" or lname == b"transfer-encoding":
-                framed = True
-                break
+            if lname == b"content-length":
+                length = True
+            elif lname == b"transfer-encoding":
+                chunked = True
         has_body = status >= 200 and status not in _NO_BODY
-        if not framed and has_body:
+        can_chunk = self.http and not self.head and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+        if chunked and not length:
+            # the app says chunked (BlackSheep does) and leaves the framing
+            # to the server, as uvicorn does it: frame it, or, where chunked
+            # cannot go (HTTP/1.0, the uwsgi protocol), drop the header
+            if can_chunk and has_body:
+                self.chunked_out = True
+            else:
+                headers = [h for h in headers if h[0].lower() != b"transfer-encoding"]
+        elif not length and has_body:
             if final_body is not None:
                 headers = list(headers)
                 headers.append((b"content-length", str(len(final_body)).encode()))
-            elif self.http and not self.head and self.environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+            elif can_chunk:
                 headers = list(headers)
                 headers.append((b"transfer-encoding", b"chunked"))
                 self.chunked_out = True

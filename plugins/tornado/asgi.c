@@ -226,7 +226,12 @@ static PyObject *asgi_write(PyObject *self, PyObject *args) {
 		int hl = snprintf(head, sizeof(head), "%zx\r\n", (size_t) data.len);
 		struct iovec iov[3] = {{head, hl}, {data.buf, data.len}, {"\r\n", 2}};
 		/* an empty chunk ends the body: only the terminator (0\r\n\r\n) */
-		ret = data.len ? uwsgi_response_writev_body_do(wsgi_req, iov, 3) : uwsgi_response_write_body_do(wsgi_req, "0\r\n\r\n", 5);
+		if (!data.len) ret = uwsgi_response_write_body_do(wsgi_req, "0\r\n\r\n", 5);
+		else if (wsgi_req->socket->proto_writev) ret = uwsgi_response_writev_body_do(wsgi_req, iov, 3);
+		/* uWSGI's writev fallback (TLS) loses the bytes after the first
+		 * vector (it keeps write_pos across them): a write per part */
+		else ret = uwsgi_response_write_body_do(wsgi_req, head, hl) || uwsgi_response_write_body_do(wsgi_req, data.buf, data.len)
+			|| uwsgi_response_write_body_do(wsgi_req, "\r\n", 2) ? -1 : UWSGI_OK;
 	}
 	else if (data.len) ret = uwsgi_response_write_body_do(wsgi_req, data.buf, data.len);
 	/* an empty body: the head alone */

@@ -1,0 +1,57 @@
+"""Litestar under --tornado-asgi (tests/test_asgi_frameworks.py)."""
+import asyncio
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.response import Stream
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.greeting = "hello from lifespan"
+    yield
+
+
+async def parts(template):
+    for i in range(5):
+        yield template.format(i)
+        await asyncio.sleep(0.01)
+
+
+@get("/scope")
+async def scope(request: Request) -> dict:
+    return {"path": request.url.path, "query": request.url.query, "header": request.headers.get("x-test")}
+
+
+@post("/echo", status_code=200)
+async def echo(request: Request) -> Response:
+    return Response(await request.body(), media_type="application/octet-stream")
+
+
+@get("/stream")
+async def stream() -> Stream:
+    return Stream(parts("part {}\n"), media_type="text/plain")
+
+
+@get("/sse")
+async def sse() -> Stream:
+    return Stream(parts("data: event {}\n\n"), media_type="text/event-stream")
+
+
+@get("/status/{code:int}")
+async def status(code: int) -> Response:
+    return Response(f"status {code}", status_code=code, media_type="text/plain")
+
+
+@get("/state")
+async def state(request: Request) -> dict:
+    return {"greeting": request.app.state.greeting}
+
+
+@get("/sleep", media_type="text/plain")
+async def sleep() -> str:
+    await asyncio.sleep(1)
+    return "slept"
+
+
+app = Litestar(route_handlers=[scope, echo, stream, sse, status, state, sleep], lifespan=[lifespan])
