@@ -30,6 +30,17 @@ def raw(port: int, request: bytes, timeout: float = 10) -> bytes:
         return recv_all(s)
 
 
+def written(path: Path, timeout: float = 5) -> str:
+    """What the app wrote to `path`, once it did (within `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text:
+            return text
+        time.sleep(0.05)
+    return ""
+
+
 # ---- the scope ----
 
 def test_the_scope_says_what_the_client_sent_in_its_order_with_duplicates(uwsgi):
@@ -208,10 +219,7 @@ def test_the_app_sees_http_disconnect_when_the_client_leaves(uwsgi, tmp_path):
             chunk = s.recv(65536)
             assert chunk, data
             data += chunk
-    deadline = time.monotonic() + 5
-    while not seen.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert seen.read_text() == "http.disconnect"
+    assert written(seen) == "http.disconnect"
 
 
 # ---- the engine's guarantees ----
@@ -341,3 +349,91 @@ def test_the_https_socket_serves_an_asgi_app_with_scheme_https(uwsgi, tmp_path):
         assert client.get(f"https://127.0.0.1:{port}/scope").json()["scheme"] == "https"
         with client.stream("GET", f"https://127.0.0.1:{port}/stream") as response:
             assert response.read() == b"".join(b"part %d\n" % i for i in range(5))
+
+
+# ---- websockets (on the engine's RFC 6455 code) ----
+
+def ws_connect(server, path: str = "/ws", **kw):
+    import websocket  # websocket-client
+    return websocket.create_connection(f"ws://127.0.0.1:{server.port}{path}", timeout=10, **kw)
+
+
+def close_code(ws) -> int:
+    """The code of the close frame the server sends next."""
+    import websocket
+    opcode, data = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE, (opcode, data)
+    return int.from_bytes(data[:2], "big")
+
+
+def test_a_websocket_echoes_text_and_binary_and_sees_its_scope(uwsgi):
+    server = asgi(uwsgi)
+    ws = ws_connect(server)
+    try:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        ws.send_binary(b"\x00\xffbinary")
+        assert ws.recv() == b"\x00\xffbinary"
+        ws.send("scope")
+        assert json.loads(ws.recv()) == {"type": "websocket", "scheme": "ws", "path": "/ws", "subprotocols": []}
+    finally:
+        ws.close()
+
+
+def test_the_subprotocol_and_headers_the_app_accepts_with_reach_the_client(uwsgi):
+    server = asgi(uwsgi)
+    ws = ws_connect(server, subprotocols=["x-other", "chat"])
+    try:
+        assert ws.getsubprotocol() == "chat"
+        assert ws.getheaders()["x-accepted"] == "yes"
+    finally:
+        ws.close()
+
+
+def test_a_websocket_closed_before_accept_is_denied_with_403(uwsgi):
+    import websocket
+    server = asgi(uwsgi)
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        ws_connect(server, "/ws-deny")
+    assert refused.value.status_code == 403
+
+
+def test_the_close_code_of_the_app_reaches_the_client(uwsgi):
+    server = asgi(uwsgi)
+    ws = ws_connect(server)
+    ws.send("close 4002")
+    assert close_code(ws) == 4002
+    ws.close()
+
+
+def test_the_close_code_of_the_client_reaches_the_app(uwsgi, tmp_path):
+    record = tmp_path / "code"
+    server = asgi(uwsgi)
+    ws = ws_connect(server, f"/ws?{record}")
+    ws.close(status=4321)
+    assert written(record) == "4321"
+
+
+def test_a_close_sent_while_the_app_awaits_receive_goes_out_and_ends_that_receive(uwsgi, tmp_path):
+    record = tmp_path / "pending"
+    server = asgi(uwsgi)
+    ws = ws_connect(server, f"/ws?{record}")
+    started = time.monotonic()
+    ws.send("close-later")
+    assert close_code(ws) == 4001
+    assert time.monotonic() - started < 1.5
+    ws.close()
+    assert written(record) == "websocket.disconnect 4001"
+
+
+def test_a_reload_closes_an_idle_asgi_websocket_with_1001(uwsgi):
+    server = asgi(uwsgi, "--master")
+    ws = ws_connect(server)
+    ws.send("hello")
+    assert ws.recv() == "hello"
+    started = time.monotonic()
+    os.kill(server.pid, signal.SIGHUP)
+    assert close_code(ws) == 1001
+    assert time.monotonic() - started < 3
+    ws.close()
+    server.wait_log("tornado loop engine ready on worker", count=2)

@@ -250,11 +250,13 @@ class Bridge:
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
         if _engine is None:
             raise RuntimeError("ASGI apps run under --tornado N --greenlet only")
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            return _WebSocket(self, _engine, environ).run()
         return _Request(self, _engine, environ).run()
 
 
 # what the core greenlet does for the Task
-_RECEIVE, _BODY, _PATHSEND = 1, 2, 3
+_RECEIVE, _BODY, _PATHSEND, _WS_ACCEPT, _WS_SEND, _WS_CLOSE, _WS_DENY, _WS_POLL = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 class _Op:
@@ -278,6 +280,7 @@ class _Reply:
 
 
 _DISCONNECT = {"type": "http.disconnect"}
+_PENDING = object()
 _servers: Dict[str, Optional[Tuple[str, int]]] = {}
 
 
@@ -399,16 +402,23 @@ class _Request:
                 return value
             # None: the Task ended; anything else: not ours, wait on
 
+    def _do(self, op: _Op) -> Any:
+        if op.kind == _RECEIVE:
+            return self._read_body()
+        if op.kind == _BODY:
+            return self._write_body(op.message)
+        return self._pathsend(op.message)
+
     def _perform(self, op: _Op) -> None:
         try:
-            if op.kind == _RECEIVE:
-                value, error = self._read_body(), None
-            elif op.kind == _BODY:
-                value, error = self._write_body(op.message), None
-            else:
-                value, error = self._pathsend(op.message), None
+            value, error = self._do(op), None
         except BaseException as exc:  # noqa: BLE001 - handed to the Task
             value, error = None, exc
+        if value is _PENDING:
+            return  # resolved later (a websocket receive waiting for a message)
+        self._resolve(op, value, error)
+
+    def _resolve(self, op: _Op, value: Any, error: Optional[BaseException]) -> None:
         future = op.future
         if future is None:
             # the Task is still inside its switch into this greenlet
@@ -644,6 +654,198 @@ class _Request:
         _log(f"[tornado] harakiri: cancelling the ASGI Task of {self.environ.get('REQUEST_METHOD')} "
              f"{self.environ.get('REQUEST_URI')} (pid: {os.getpid()}), its stack:\n{stack}")
         task.cancel()
+
+
+class _WebSocket(_Request):
+    """One websocket of an ASGI app, on the engine's RFC 6455 code (the
+    uwsgi.websocket_* API): the core greenlet stays the only one that reads
+    and writes the connection. A receive() waiting for a message does not
+    block the greenlet: it is kept pending while asyncio watches the
+    connection (and a 1 s poll answers pings and a drain's 1001), so the app
+    may send, and close, while it awaits receive()."""
+
+    __slots__ = ("accepted", "closed", "pending", "connected", "poll", "close_code")
+
+    def __init__(self, bridge: Bridge, engine: _Engine, environ: Dict[str, Any]) -> None:
+        super().__init__(bridge, engine, environ)
+        self.accepted = False
+        self.closed = False
+        self.connected = False
+        self.pending: Optional[_Op] = None
+        self.poll: Optional[asyncio.TimerHandle] = None
+        self.close_code = 1000
+
+    def scope(self) -> Dict[str, Any]:
+        scope = super().scope()
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+        del scope["method"]
+        protocols = self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+        scope["subprotocols"] = [p.strip() for p in protocols.split(",") if p.strip()]
+        scope["extensions"] = {}
+        return scope
+
+    def _do(self, op: _Op) -> Any:
+        uwsgi = self.engine.uwsgi
+        kind = op.kind
+        if kind == _WS_ACCEPT:
+            message = op.message
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
+            try:
+                uwsgi.websocket_handshake(proto=message.get("subprotocol") or None, headers=headers)
+            except OSError:
+                # not a valid upgrade (the engine sent nothing): refuse it
+                self._deny(400)
+                raise ClientDisconnected("the websocket upgrade was not valid")
+            self.accepted = True
+            return None
+        if kind == _WS_DENY:
+            self._deny(403)
+            return None
+        if kind == _WS_SEND:
+            message = op.message
+            try:
+                if message.get("bytes") is not None:
+                    uwsgi.websocket_send_binary(message["bytes"])
+                else:
+                    uwsgi.websocket_send(message.get("text") or "")
+            except OSError:
+                self._gone(1006)
+                raise ClientDisconnected("the websocket is closed")
+            return None
+        if kind == _WS_CLOSE:
+            code = op.message.get("code") or 1000
+            try:
+                uwsgi.websocket_close(code, op.message.get("reason") or "")
+            except OSError:
+                pass
+            self._gone(code)
+            return None
+        if kind == _RECEIVE:
+            self.pending = op
+        return self._try_receive()
+
+    def _try_receive(self) -> Any:
+        """The pending receive's message, if one came (else _PENDING)."""
+        op = self.pending
+        if op is None:
+            return _PENDING
+        if self.closed:
+            message: Any = {"type": "websocket.disconnect", "code": self.close_code}
+        else:
+            try:
+                got = self.engine.uwsgi.websocket_recv_message(nb=True)
+            except OSError as exc:
+                code = getattr(exc, "close_code", None)
+                self._gone(code if code is not None else 1006)
+                got = None
+                message = {"type": "websocket.disconnect", "code": self.close_code}
+            else:
+                if got is None:
+                    self._watch()
+                    return _PENDING
+                kind, payload = got
+                message = ({"type": "websocket.receive", "text": payload.decode("utf-8")} if kind == "text"
+                           else {"type": "websocket.receive", "bytes": payload})
+        self.pending = None
+        self._unwatch()
+        if op.future is None:
+            return message
+        self._resolve(op, message, None)
+        return _PENDING
+
+    def _deny(self, status: int) -> None:
+        self.status = status
+        self.headers = [(b"content-type", b"text/plain"), (b"connection", b"close")]
+        self._write_body({"body": b"", "more_body": False})
+        self.closed = True
+
+    def _gone(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+        self.disconnected = True
+        self._try_receive()
+
+    # watching the connection while a receive is pending
+    def _watch(self) -> None:
+        if not self.watching and self.fd >= 0:
+            self.watching = True
+            self.engine.loop.add_reader(self.fd, self._wake_for_input)
+        if self.poll is None:
+            self.poll = self.engine.loop.call_later(1.0, self._tick)
+
+    def _unwatch(self) -> None:
+        super()._unwatch()
+        if self.poll is not None:
+            self.poll.cancel()
+            self.poll = None
+
+    def _tick(self) -> None:
+        self.poll = None
+        self._wake_for_input()
+
+    def _wake_for_input(self) -> None:
+        if self.idle and self.pending is not None:
+            self.idle = False
+            self.core.switch(_Op(_WS_POLL, None))
+        elif self.pending is not None and self.poll is None:
+            self.poll = self.engine.loop.call_later(1.0, self._tick)
+
+    def _perform(self, op: _Op) -> None:
+        if op.kind == _WS_POLL:
+            if self.watching:
+                self.engine.loop.remove_reader(self.fd)
+                self.watching = False
+            self._try_receive()
+            return
+        super()._perform(op)
+
+    # ---- in the Task ----
+
+    async def receive(self) -> Message:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        if self.closed and self.pending is None:
+            return {"type": "websocket.disconnect", "code": self.close_code}
+        return await self._call(_Op(_RECEIVE, None))
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if not self.accepted:
+            if self.closed:
+                raise ClientDisconnected("the websocket was refused")
+            if kind == "websocket.accept":
+                return await self._call(_Op(_WS_ACCEPT, message))
+            if kind == "websocket.close":
+                return await self._call(_Op(_WS_DENY, message))
+            raise RuntimeError(f"{kind!r} sent before websocket.accept")
+        if self.closed:
+            raise ClientDisconnected("the websocket is closed")
+        if kind == "websocket.send":
+            return await self._call(_Op(_WS_SEND, message))
+        if kind == "websocket.close":
+            return await self._call(_Op(_WS_CLOSE, message))
+        raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope")
+
+    def _finish(self, task: asyncio.Task) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, ClientDisconnected):
+            _log(f"[tornado] ASGI app {self.bridge.name} raised in a websocket:\n"
+                 + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        self._unwatch()
+        if not self.accepted and not self.closed:
+            # the app returned (or failed) without accepting: refused, as uvicorn does
+            try:
+                self._deny(403 if error is None else 500)
+            except OSError:
+                pass
+        elif self.accepted and not self.closed:
+            try:
+                self.engine.uwsgi.websocket_close(1000 if error is None else 1011)
+            except OSError:
+                pass
 
 
 async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

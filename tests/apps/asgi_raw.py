@@ -46,9 +46,51 @@ async def lifespan(scope, receive, send):
             return
 
 
+async def websocket(scope, receive, send):
+    """/ws: an echo; "close <code>" closes with that code, "close-later"
+    closes from another task while this one awaits receive(); /ws-deny
+    refuses the connection; ?file=... records how the client left."""
+    assert (await receive())["type"] == "websocket.connect"
+    path = scope["path"]
+    if path == "/ws-deny":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    chosen = "chat" if "chat" in scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": chosen, "headers": [(b"x-accepted", b"yes")]})
+    record = scope["query_string"].decode()
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            if record:
+                with open(record, "w") as f:
+                    f.write(str(message["code"]))
+            return
+        text = message.get("text")
+        if text is not None and text.startswith("close "):
+            await send({"type": "websocket.close", "code": int(text.split()[1]), "reason": "asked"})
+            return
+        if text == "close-later":
+            async def close_soon():
+                await asyncio.sleep(0.2)
+                await send({"type": "websocket.close", "code": 4001})
+            closer = asyncio.ensure_future(close_soon())
+            message = await receive()  # pending when the close goes out
+            with open(record, "w") as f:
+                f.write(f"{message['type']} {message.get('code')}")
+            await closer
+            return
+        if text == "scope":
+            await send({"type": "websocket.send", "text": json.dumps({"type": scope["type"], "scheme": scope["scheme"],
+                        "path": scope["path"], "subprotocols": scope["subprotocols"]})})
+            continue
+        await send({"type": "websocket.send", **{k: v for k, v in message.items() if k in ("text", "bytes") and v is not None}})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
+    if scope["type"] == "websocket":
+        return await websocket(scope, receive, send)
     path = scope["path"][len(scope["root_path"]):]
     if path == "/hello":
         return await respond(send, 200, b"Hello, ASGI", [(b"content-type", b"text/plain")])
