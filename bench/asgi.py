@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -70,21 +69,28 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+class AsgiServer(run.Server):
+    """One server of this file's list (run.Server's stop and log)."""
+
+    def __init__(self, server: str, workload: str) -> None:  # noqa: super().__init__ takes run.py's engines
+        self.port = run.free_port()
+        self.log = open(run.RESULTS / f"asgi-{server}.log.tmp", "wb")
+        self.proc = subprocess.Popen(command(server, workload, self.port), stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=str(APPS), env=dict(os.environ, PYTHONPATH=f"{run.ROOT}:{APPS}"))
+
+
 def measure(server: str, workload: str, seconds: int) -> dict | None:
-    port = run.free_port()
-    log = open(run.RESULTS / f"asgi-{server}.log.tmp", "wb")
-    proc = subprocess.Popen(command(server, workload, port), stdout=log, stderr=subprocess.STDOUT, cwd=str(APPS),
-                            env=dict(os.environ, PYTHONPATH=f"{run.ROOT}:{APPS}"))
+    proc = AsgiServer(server, workload)
     try:
-        run.wait_port(port)
+        run.wait_port(proc.port)
         time.sleep(0.5)
         path, connections, _ = WORKLOADS[workload]
         threads = 2 if connections > 1000 else 1
-        cpu = tree_cpu(proc.pid)
+        cpu = tree_cpu(proc.proc.pid)
         out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-                              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                              f"http://127.0.0.1:{proc.port}{path}"], capture_output=True, text=True,
                              timeout=seconds + 60).stdout
-        cpu = tree_cpu(proc.pid) - cpu
+        cpu = tree_cpu(proc.proc.pid) - cpu
         result = run.parse_wrk(out)
         requests = result["rps"] * seconds
         result["cpu_ms_per_1k"] = 1000 * 1000 * cpu / requests if requests else float("nan")
@@ -93,14 +99,7 @@ def measure(server: str, workload: str, seconds: int) -> dict | None:
         print(f"  {server} {workload}: {exc}", file=sys.stderr)
         return None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
+        proc.stop()
 
 
 def main() -> int:

@@ -280,6 +280,9 @@ class _Reply:
 
 
 _DISCONNECT = {"type": "http.disconnect"}
+# what a websocket's send() asks of the core greenlet, before and after accept
+_WS_BEFORE_ACCEPT = {"websocket.accept": _WS_ACCEPT, "websocket.close": _WS_DENY}
+_WS_AFTER_ACCEPT = {"websocket.send": _WS_SEND, "websocket.close": _WS_CLOSE}
 _PENDING = object()
 _servers: Dict[str, Optional[Tuple[str, int]]] = {}
 
@@ -303,7 +306,7 @@ class _Request:
     __slots__ = ("bridge", "engine", "environ", "task", "core", "idle", "queue", "done",
                  "remaining", "chunked_in", "body_done", "status", "headers", "started",
                  "chunked_out", "complete", "disconnected", "waiters", "fd", "watching",
-                 "head", "http", "_reply")
+                 "head", "http", "_reply", "error")
 
     def __init__(self, bridge: Bridge, engine: _Engine, environ: Dict[str, Any]) -> None:
         self.bridge = bridge
@@ -329,6 +332,7 @@ class _Request:
         self.head = environ["REQUEST_METHOD"] == "HEAD"
         self.http = False
         self._reply: Optional[_Reply] = None
+        self.error: Optional[BaseException] = None
 
     # ---- the scope ----
 
@@ -347,9 +351,9 @@ class _Request:
             "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.0")[5:],
             "method": environ["REQUEST_METHOD"],
             "scheme": environ.get("wsgi.url_scheme", "http"),
-            "path": path.encode("latin-1").decode("utf-8", "replace"),
+            "path": path if path.isascii() else path.encode("latin-1").decode("utf-8", "replace"),
             "raw_path": raw_path,
-            "root_path": root.encode("latin-1").decode("utf-8", "replace"),
+            "root_path": root if root.isascii() else root.encode("latin-1").decode("utf-8", "replace"),
             "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
             "headers": self.engine.c.headers(),
             "client": (client_host, client_port) if client_host else None,
@@ -364,8 +368,7 @@ class _Request:
         engine = self.engine
         self.http = engine.c.http_socket()
         self.fd = engine.uwsgi.connection_fd()
-        task = self.task = engine.loop.create_task(self.bridge.app(self.scope(), self.receive, self.send))
-        task.add_done_callback(self._task_done)
+        task = self.task = engine.loop.create_task(self._main(self.scope()))
         timer = engine.loop.call_later(engine.harakiri, self._harakiri) if engine.harakiri else None
         try:
             while True:
@@ -377,10 +380,10 @@ class _Request:
             if timer is not None:
                 timer.cancel()
             self._unwatch()
-            if not task.done():
+            if not self.done:
                 # the greenlet is being killed (worker exit): so is the Task
                 task.cancel()
-        self._finish(task)
+        self._finish(self.error)
         return []
 
     def _park(self) -> Optional[_Op]:
@@ -522,19 +525,15 @@ class _Request:
 
     def _completed(self) -> None:
         self.complete = True
-        self._wake_waiters()
+        if self.waiters or self.watching:
+            self._wake_waiters()
 
-    def _finish(self, task: asyncio.Task) -> None:
+    def _finish(self, error: Optional[BaseException]) -> None:
         """The Task is over: say what went wrong, answer 500 when nothing
         was answered."""
-        error: Optional[BaseException] = None
-        if task.cancelled():
-            error = asyncio.CancelledError()
-        else:
-            error = task.exception()
-            if error is not None and not isinstance(error, ClientDisconnected):
-                _log(f"[tornado] ASGI app {self.bridge.name} raised:\n"
-                     + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        if error is not None and not isinstance(error, (ClientDisconnected, asyncio.CancelledError)):
+            _log(f"[tornado] ASGI app {self.bridge.name} raised:\n"
+                 + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
         if not self.started and not self.disconnected:
             if error is None:
                 _log(f"[tornado] ASGI app {self.bridge.name} returned without a response")
@@ -602,11 +601,19 @@ class _Request:
 
     # ---- the client going away ----
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    async def _main(self, scope: Dict[str, Any]) -> None:
+        """The Task: the app, then the core greenlet goes on with the end of
+        the request from the Task's last step (no loop iteration between)."""
+        try:
+            await self.bridge.app(scope, self.receive, self.send)
+        except BaseException as exc:  # noqa: BLE001 - _finish() reports it
+            self.error = exc
         self.done = True
         if self.idle:
             self.idle = False
             self.core.switch(None)
+        if isinstance(self.error, (KeyboardInterrupt, SystemExit)):
+            raise self.error
 
     def _disconnect(self) -> None:
         self.disconnected = True
@@ -650,7 +657,7 @@ class _Request:
         task = self.task
         if task.done():
             return
-        stack = "".join(traceback.format_list(traceback.extract_stack(task.get_stack()[-1]))) if task.get_stack() else ""
+        stack = "".join(traceback.format_list(_await_chain(task.get_coro())))
         _log(f"[tornado] harakiri: cancelling the ASGI Task of {self.environ.get('REQUEST_METHOD')} "
              f"{self.environ.get('REQUEST_URI')} (pid: {os.getpid()}), its stack:\n{stack}")
         task.cancel()
@@ -813,25 +820,16 @@ class _WebSocket(_Request):
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if not self.accepted:
-            if self.closed:
-                raise ClientDisconnected("the websocket was refused")
-            if kind == "websocket.accept":
-                return await self._call(_Op(_WS_ACCEPT, message))
-            if kind == "websocket.close":
-                return await self._call(_Op(_WS_DENY, message))
-            raise RuntimeError(f"{kind!r} sent before websocket.accept")
         if self.closed:
-            raise ClientDisconnected("the websocket is closed")
-        if kind == "websocket.send":
-            return await self._call(_Op(_WS_SEND, message))
-        if kind == "websocket.close":
-            return await self._call(_Op(_WS_CLOSE, message))
-        raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope")
+            raise ClientDisconnected("the websocket was refused" if not self.accepted else "the websocket is closed")
+        op = (_WS_BEFORE_ACCEPT if not self.accepted else _WS_AFTER_ACCEPT).get(kind)
+        if op is None:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for a websocket scope"
+                               + ("" if self.accepted else " before websocket.accept"))
+        return await self._call(_Op(op, message))
 
-    def _finish(self, task: asyncio.Task) -> None:
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, ClientDisconnected):
+    def _finish(self, error: Optional[BaseException]) -> None:
+        if error is not None and not isinstance(error, (ClientDisconnected, asyncio.CancelledError)):
             _log(f"[tornado] ASGI app {self.bridge.name} raised in a websocket:\n"
                  + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
         self._unwatch()
@@ -846,6 +844,18 @@ class _WebSocket(_Request):
                 self.engine.uwsgi.websocket_close(1000 if error is None else 1011)
             except OSError:
                 pass
+
+
+def _await_chain(coro: Any) -> List[traceback.FrameSummary]:
+    """Where a coroutine waits: its frame and those of what it awaits, down
+    to the innermost (a Task's get_stack() shows only its outermost one)."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
 
 
 async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
