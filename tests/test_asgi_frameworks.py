@@ -94,3 +94,15 @@ def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s(framework):
     elapsed = time.monotonic() - started
     assert results == [(200, b"slept")] * 100
     assert elapsed < 2.5, elapsed
+
+
+def test_a_websocket_echoes_and_closes_cleanly(framework):
+    import websocket  # websocket-client
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{framework.port}/ws", timeout=10)
+    for text in ("hello", "ünïcode", "x" * 70000):
+        ws.send(text)
+        assert ws.recv() == text
+    ws.close()
+    # the worker goes on serving
+    assert httpx.get(f"{framework.url}/status/200").status_code == 200

@@ -705,6 +705,7 @@ class _WebSocket(_Request):
                 self._deny(400)
                 raise ClientDisconnected("the websocket upgrade was not valid")
             self.accepted = True
+            self._release()
             return None
         if kind == _WS_DENY:
             self._deny(403)
@@ -766,6 +767,14 @@ class _WebSocket(_Request):
         self.headers = [(b"content-type", b"text/plain"), (b"connection", b"close")]
         self._write_body({"body": b"", "more_body": False})
         self.closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Wake the receive() calls that waited for the accept (or refusal)."""
+        waiters, self.waiters = self.waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
     def _gone(self, code: int) -> None:
         if not self.closed:
@@ -814,6 +823,12 @@ class _WebSocket(_Request):
         if not self.connected:
             self.connected = True
             return {"type": "websocket.connect"}
+        while not self.accepted and not self.closed:
+            # a receive() before the accept (Quart reads in a task of its
+            # own) waits for it
+            future = self.engine.loop.create_future()
+            self.waiters.append(future)
+            await future
         if self.closed and self.pending is None:
             return {"type": "websocket.disconnect", "code": self.close_code}
         return await self._call(_Op(_RECEIVE, None))

@@ -1,7 +1,7 @@
 """BlackSheep under --tornado-asgi (tests/test_asgi_frameworks.py)."""
 import asyncio
 
-from blacksheep import Application, Content, Request, Response, StreamedContent, json
+from blacksheep import Application, Content, Request, Response, StreamedContent, WebSocket, WebSocketDisconnectError, json
 
 app = Application()
 STATE = {}
@@ -57,3 +57,13 @@ async def state():
 async def sleep():
     await asyncio.sleep(1)
     return Response(200, content=Content(b"text/plain", b"slept"))
+
+
+@app.router.ws("/ws")
+async def ws(websocket: WebSocket):
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnectError:
+        pass

@@ -3,7 +3,7 @@ endpoints in every framework's app."""
 import asyncio
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 
@@ -55,3 +55,13 @@ async def state(request: Request):
 async def sleep():
     await asyncio.sleep(1)
     return PlainTextResponse("slept")
+
+
+@app.websocket("/ws")
+async def ws(websocket: WebSocket):
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass

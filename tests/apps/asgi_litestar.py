@@ -2,7 +2,8 @@
 import asyncio
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
 from litestar.response import Stream
 
 
@@ -54,4 +55,14 @@ async def sleep() -> str:
     return "slept"
 
 
-app = Litestar(route_handlers=[scope, echo, stream, sse, status, state, sleep], lifespan=[lifespan])
+@websocket("/ws")
+async def ws(socket: WebSocket) -> None:
+    await socket.accept()
+    try:
+        while True:
+            await socket.send_text(await socket.receive_text())
+    except WebSocketDisconnect:
+        pass
+
+
+app = Litestar(route_handlers=[scope, echo, stream, sse, status, state, sleep, ws], lifespan=[lifespan])

@@ -1,7 +1,7 @@
 """Quart under --tornado-asgi (tests/test_asgi_frameworks.py)."""
 import asyncio
 
-from quart import Quart, Response, request
+from quart import Quart, Response, request, websocket
 
 app = Quart(__name__)
 STATE = {}
@@ -52,3 +52,9 @@ async def state():
 async def sleep():
     await asyncio.sleep(1)
     return "slept"
+
+
+@app.websocket("/ws")
+async def ws():
+    while True:
+        await websocket.send(await websocket.receive())

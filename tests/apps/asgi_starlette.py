@@ -4,7 +4,8 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 
 
 @asynccontextmanager
@@ -48,7 +49,17 @@ async def sleep(request):
     return PlainTextResponse("slept")
 
 
+async def ws(websocket):
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass
+
+
 app = Starlette(lifespan=lifespan, routes=[
     Route("/scope", scope), Route("/echo", echo, methods=["POST"]), Route("/stream", stream),
     Route("/sse", sse), Route("/status/{code:int}", status), Route("/state", state), Route("/sleep", sleep),
+    WebSocketRoute("/ws", ws),
 ])
