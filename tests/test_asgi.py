@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, http_get, parallel, read_stats, recv_all, rss_kib, wait_port
+from conftest import free_port, parallel, read_stats, recv_all, rss_kib, sleep_together, wait_port
 
 
 def asgi(uwsgi, *extra: str, target: str = "asgi_raw:app", socket_opt: str = "--http11-socket", **kw):
@@ -226,9 +226,7 @@ def test_the_app_sees_http_disconnect_when_the_client_leaves(uwsgi, tmp_path):
 
 def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s_on_one_worker(uwsgi):
     server = asgi(uwsgi)
-    started = time.monotonic()
-    results = parallel(lambda i: http_get(server.port, "/sleep?1", timeout=30), 100)
-    elapsed = time.monotonic() - started
+    results, elapsed = sleep_together(server.port, 100, 1.0)
     assert results == [(200, b"slept")] * 100
     assert elapsed < 2.5, elapsed
 
@@ -281,7 +279,7 @@ def test_lifespan_shutdown_runs_on_a_reload_after_the_request_in_flight(uwsgi, t
     server = asgi(uwsgi, "--master", env={"ASGI_SHUTDOWN_FILE": str(marks)})
     worker = server.worker_pids()[0]
     results = parallel(lambda i: (time.sleep(0.3 * i), os.kill(server.pid, signal.SIGHUP) if i else
-                                  httpx.get(f"{server.url}/sleep?1", timeout=10).status_code)[-1], 2)
+                                  httpx.get(f"{server.url}/sleep?s=1", timeout=10).status_code)[-1], 2)
     assert results[0] == 200
     server.wait_log("tornado loop engine ready on worker", count=2)
     assert marks.read_text() == f"shutdown {worker}\n"

@@ -7,12 +7,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import time
 
 import httpx
 import pytest
 
-from conftest import http_get, parallel
+from conftest import sleep_together
 
 # (name, the module it needs, the --tornado-asgi target, has lifespan state)
 FRAMEWORKS = [
@@ -89,9 +88,7 @@ def test_an_app_without_lifespan_is_served_and_the_log_says_so(framework):
 
 
 def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s(framework):
-    started = time.monotonic()
-    results = parallel(lambda i: http_get(framework.port, "/sleep", timeout=30), 100)
-    elapsed = time.monotonic() - started
+    results, elapsed = sleep_together(framework.port, 100, 1.0)
     assert results == [(200, b"slept")] * 100
     assert elapsed < 2.5, elapsed
 

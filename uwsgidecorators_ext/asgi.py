@@ -619,11 +619,13 @@ class _Request:
         self.disconnected = True
         self._wake_waiters()
 
-    def _wake_waiters(self) -> None:
+    def _wake_waiters(self, value: Any = _DISCONNECT) -> None:
+        """Resolve the receive() calls waiting (for the client to leave, or
+        for a websocket's accept) with `value`."""
         waiters, self.waiters = self.waiters, []
         for future in waiters:
             if not future.done():
-                future.set_result(_DISCONNECT)
+                future.set_result(value)
         self._unwatch()
 
     def _watch(self) -> None:
@@ -705,7 +707,7 @@ class _WebSocket(_Request):
                 self._deny(400)
                 raise ClientDisconnected("the websocket upgrade was not valid")
             self.accepted = True
-            self._release()
+            self._wake_waiters(None)
             return None
         if kind == _WS_DENY:
             self._deny(403)
@@ -767,14 +769,7 @@ class _WebSocket(_Request):
         self.headers = [(b"content-type", b"text/plain"), (b"connection", b"close")]
         self._write_body({"body": b"", "more_body": False})
         self.closed = True
-        self._release()
-
-    def _release(self) -> None:
-        """Wake the receive() calls that waited for the accept (or refusal)."""
-        waiters, self.waiters = self.waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        self._wake_waiters(None)
 
     def _gone(self, code: int) -> None:
         if not self.closed:

@@ -1,6 +1,8 @@
 """BlackSheep under --tornado-asgi (tests/test_asgi_frameworks.py)."""
 import asyncio
 
+from asgi_common import echo_text
+
 from blacksheep import Application, Content, Request, Response, StreamedContent, WebSocket, WebSocketDisconnectError, json
 
 app = Application()
@@ -61,9 +63,4 @@ async def sleep():
 
 @app.router.ws("/ws")
 async def ws(websocket: WebSocket):
-    await websocket.accept()
-    try:
-        while True:
-            await websocket.send_text(await websocket.receive_text())
-    except WebSocketDisconnectError:
-        pass
+    await echo_text(websocket, WebSocketDisconnectError)

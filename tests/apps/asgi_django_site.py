@@ -3,6 +3,8 @@ ProtocolTypeRouter under --tornado-asgi (tests/test_asgi_frameworks.py);
 asgi_django.py is its asgi.py."""
 import asyncio
 
+from asgi_common import parts
+
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
@@ -13,12 +15,6 @@ ROOT_URLCONF = "asgi_django_site"
 INSTALLED_APPS = ["channels"]
 USE_TZ = True
 STATE = {}
-
-
-async def parts(template):
-    for i in range(5):
-        yield template.format(i)
-        await asyncio.sleep(0.01)
 
 
 async def scope(request):

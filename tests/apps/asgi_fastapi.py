@@ -1,6 +1,8 @@
 """FastAPI under --tornado-asgi (tests/test_asgi_frameworks.py): the same
 endpoints in every framework's app."""
 import asyncio
+
+from asgi_common import echo_text, parts
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -13,12 +15,6 @@ async def lifespan(app):
 
 
 app = FastAPI(lifespan=lifespan)
-
-
-async def parts(template):
-    for i in range(5):
-        yield template.format(i)
-        await asyncio.sleep(0.01)
 
 
 @app.get("/scope")
@@ -59,9 +55,4 @@ async def sleep():
 
 @app.websocket("/ws")
 async def ws(websocket: WebSocket):
-    await websocket.accept()
-    try:
-        while True:
-            await websocket.send_text(await websocket.receive_text())
-    except WebSocketDisconnect:
-        pass
+    await echo_text(websocket, WebSocketDisconnect)

@@ -1,5 +1,7 @@
 """Litestar under --tornado-asgi (tests/test_asgi_frameworks.py)."""
 import asyncio
+
+from asgi_common import echo_text, parts
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
@@ -11,12 +13,6 @@ from litestar.response import Stream
 async def lifespan(app):
     app.state.greeting = "hello from lifespan"
     yield
-
-
-async def parts(template):
-    for i in range(5):
-        yield template.format(i)
-        await asyncio.sleep(0.01)
 
 
 @get("/scope")
@@ -57,12 +53,7 @@ async def sleep() -> str:
 
 @websocket("/ws")
 async def ws(socket: WebSocket) -> None:
-    await socket.accept()
-    try:
-        while True:
-            await socket.send_text(await socket.receive_text())
-    except WebSocketDisconnect:
-        pass
+    await echo_text(socket, WebSocketDisconnect)
 
 
 app = Litestar(route_handlers=[scope, echo, stream, sse, status, state, sleep, ws], lifespan=[lifespan])

@@ -129,7 +129,7 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b""})
         return
     if path == "/sleep":
-        seconds = float(scope["query_string"] or b"1")
+        seconds = float(scope["query_string"].partition(b"=")[2] or b"1")  # /sleep?s=1
         await asyncio.sleep(seconds)
         return await respond(send, 200, b"slept")
     if path == "/status":

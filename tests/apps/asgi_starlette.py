@@ -1,5 +1,7 @@
 """Starlette under --tornado-asgi (tests/test_asgi_frameworks.py)."""
 import asyncio
+
+from asgi_common import echo_text, parts
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -11,12 +13,6 @@ from starlette.websockets import WebSocketDisconnect
 @asynccontextmanager
 async def lifespan(app):
     yield {"greeting": "hello from lifespan"}
-
-
-async def parts(template):
-    for i in range(5):
-        yield template.format(i)
-        await asyncio.sleep(0.01)
 
 
 async def scope(request):
@@ -50,12 +46,7 @@ async def sleep(request):
 
 
 async def ws(websocket):
-    await websocket.accept()
-    try:
-        while True:
-            await websocket.send_text(await websocket.receive_text())
-    except WebSocketDisconnect:
-        pass
+    await echo_text(websocket, WebSocketDisconnect)
 
 
 app = Starlette(lifespan=lifespan, routes=[
