@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import websocket
 
 from conftest import ROOT, answering_pids, free_port, free_port_run, http_get, parallel, wait_port
@@ -92,6 +93,8 @@ def test_websocket_echo_served_by_uwsgi_and_by_tornado(uwsgi):
 
 def test_fastapi_example_greets_streams_ticks_and_counts_visits_in_the_uwsgi_cache(uwsgi):
     import httpx
+
+    pytest.importorskip("fastapi", reason="FastAPI 0.163 needs Python 3.11+ (requirements.txt)")
 
     server = uwsgi(None, "--need-app", "--pythonpath", example("asgi"), "--tornado-asgi", "fastapi_app:app",
                    "--cache2", "name=visits,items=100", socket_opt="--http11-socket")
