@@ -222,6 +222,15 @@ def test_the_app_sees_http_disconnect_when_the_client_leaves(uwsgi, tmp_path):
     assert written(seen) == "http.disconnect"
 
 
+def test_send_after_the_client_left_raises_an_oserror(uwsgi, tmp_path):
+    record = tmp_path / "raised"
+    server = asgi(uwsgi)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(f"GET /forever?{record} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.recv(65536)
+    assert written(record) == "ClientDisconnected True"
+
+
 # ---- the engine's guarantees ----
 
 def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s_on_one_worker(uwsgi):
@@ -396,12 +405,18 @@ def test_a_websocket_closed_before_accept_is_denied_with_403(uwsgi):
     assert refused.value.status_code == 403
 
 
-def test_the_close_code_of_the_app_reaches_the_client(uwsgi):
-    server = asgi(uwsgi)
+def close_code_after(server, text: str) -> int:
+    """Open a websocket, send `text`, return the code of the server's close."""
     ws = ws_connect(server)
-    ws.send("close 4002")
-    assert close_code(ws) == 4002
-    ws.close()
+    try:
+        ws.send(text)
+        return close_code(ws)
+    finally:
+        ws.close()
+
+
+def test_the_close_code_of_the_app_reaches_the_client(uwsgi):
+    assert close_code_after(asgi(uwsgi), "close 4002") == 4002
 
 
 def test_the_close_code_of_the_client_reaches_the_app(uwsgi, tmp_path):
@@ -435,3 +450,9 @@ def test_a_reload_closes_an_idle_asgi_websocket_with_1001(uwsgi):
     assert time.monotonic() - started < 3
     ws.close()
     server.wait_log("tornado loop engine ready on worker", count=2)
+
+
+def test_a_websocket_app_that_raises_closes_with_1011_and_its_traceback_is_logged(uwsgi):
+    server = asgi(uwsgi)
+    assert close_code_after(server, "raise") == 1011
+    server.wait_log("RuntimeError: the websocket app failed on purpose")

@@ -79,6 +79,8 @@ async def websocket(scope, receive, send):
                 f.write(f"{message['type']} {message.get('code')}")
             await closer
             return
+        if text == "raise":
+            raise RuntimeError("the websocket app failed on purpose")
         if text == "scope":
             await send({"type": "websocket.send", "text": json.dumps({"type": scope["type"], "scheme": scope["scheme"],
                         "path": scope["path"], "subprotocols": scope["subprotocols"]})})
@@ -152,6 +154,17 @@ async def app(scope, receive, send):
         message = await receive()
         with open(scope["query_string"].decode(), "w") as f:
             f.write(message["type"])
+        return
+    if path == "/forever":
+        # streams until send() fails: records what it raised
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+                await asyncio.sleep(0.001)
+        except OSError as exc:
+            with open(scope["query_string"].decode(), "w") as f:
+                f.write(f"{type(exc).__name__} {isinstance(exc, OSError)}")
         return
     if path == "/cache":
         await run_blocking(uwsgi.cache_update, "k", b"cached value")
