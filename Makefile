@@ -140,6 +140,7 @@ BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
 bench: $(BENCH_DEPS)
 	$(VPY) bench/run.py --rounds 2 --seconds 3
 	$(VPY) bench/websocket.py --rounds 2 --seconds 3
+	$(VPY) bench/asgi.py --rounds 2 --seconds 3
 
 bench-quick: $(BENCH_DEPS)
 	$(VPY) bench/run.py --quick

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import websocket
 
 from conftest import ROOT, answering_pids, free_port, free_port_run, http_get, parallel, wait_port
@@ -86,3 +87,25 @@ def test_websocket_echo_served_by_uwsgi_and_by_tornado(uwsgi):
         ws.send("Hello, world")
         assert ws.recv() in ("You said: Hello, world", b"You said: Hello, world")
         ws.close()
+
+
+# ---- ASGI (README: "ASGI apps") ----
+
+def test_fastapi_example_greets_streams_ticks_and_counts_visits_in_the_uwsgi_cache(uwsgi):
+    import httpx
+
+    pytest.importorskip("fastapi", reason="FastAPI 0.163 needs Python 3.11+ (requirements.txt)")
+
+    server = uwsgi(None, "--need-app", "--pythonpath", example("asgi"), "--tornado-asgi", "fastapi_app:app",
+                   "--cache2", "name=visits,items=100", socket_opt="--http11-socket")
+    assert httpx.get(f"{server.url}/hello/you").json() == {"hello": "you", "worker_pid": server.worker_pids()[0]}
+    with httpx.stream("GET", f"{server.url}/ticks?count=3") as response:
+        assert response.read().decode() == "".join(f"data: tick {i}\n\n" for i in range(3))
+    assert [httpx.get(f"{server.url}/visits").json()["visits"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_django_asgi_example_serves_the_polls_through_channels(uwsgi, tmp_path):
+    server = uwsgi(None, "--need-app", "--pythonpath", example("django_project"), "--tornado-asgi", "asgi:application",
+                   socket_opt="--http11-socket", env={"DJANGO_DB": str(tmp_path / "db.sqlite3")})
+    status, page = http_get(server.port, "/polls/")
+    assert status == 200 and b"What is the best loop engine?" in page

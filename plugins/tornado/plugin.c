@@ -7,7 +7,7 @@
  *   4 plugin.c    options, checks, the worker's main loop
  *   3 signals.c   uWSGI signals, drain, shutdown
  *   2 loop.c      the IOLoop, accept and its gate, the phase, serving a connection
- *   1 deadlines.c, keepalive.c, framing.c, metrics.c, hooks.c, websocket.c
+ *   1 deadlines.c, keepalive.c, framing.c, metrics.c, hooks.c, websocket.c, asgi.c
  *                 (each calls floor 0 only)
  *   0 event.c     fd table, timer heap, ready queue, greenlet switching, counters
  *                 (guard.c, the build guard, stands apart)
@@ -31,6 +31,7 @@ static struct uwsgi_option tw_options[] = {
 	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},
 	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
 	{"tornado-websocket-close-timeout", required_argument, 0, "seconds a websocket waits for the client's close frame after the engine sent its own (a drain's 1001, the app's websocket_close(), a protocol error) before the connection is closed (default 2)", uwsgi_opt_set_int, &utornado.ws_close_timeout, 0},
+	{"tornado-asgi", required_argument, 0, "load an ASGI application ([mountpoint=]module:callable) on the tornado loop engine, its requests served as uWSGI's own", uwsgi_opt_add_string_list, &utornado.asgi_apps, 0},
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -130,10 +131,12 @@ static void tw_worker_main(void) {
 	 * the request's own deadline (deadlines.c) */
 	tw_set_wait_limit(tw_request_deadline);
 
+	tw_asgi_worker_start();
 	tw_accept_resume();
 	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);
 
 	tw_loop_run();
+	tw_asgi_worker_stop();
 
 	/* the loop was stopped: the worker drained (reload, recycle) or is asked to die */
 	tw_run_atexit();
@@ -153,5 +156,6 @@ struct uwsgi_plugin tornado_plugin = {
 	.options = tw_options,
 	.on_load = tw_on_load,
 	.post_init = tw_post_init,
+	.init_apps = tw_asgi_init_apps,
 	.postinit_apps = tw_postinit_apps,
 };

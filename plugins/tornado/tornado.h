@@ -24,6 +24,8 @@
  *     metrics.c   the engine's metrics in uWSGI's metrics subsystem
  *     websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
  *                 uwsgi.websocket_* API, state per core
+ *     asgi.c      ASGI apps: their bridge registered as a WSGI app, the
+ *                 request's side of it in C, lifespan per worker
  *   0 event.c     the event layer: one epoll for every uWSGI wait of the
  *                 worker (a connection registered once), a timer heap, a
  *                 ready queue, lingering closes, greenlet switching, the
@@ -210,6 +212,7 @@ struct uwsgi_tornado {
 	int body_timeout;             /* --tornado-body-timeout (s) */
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
 	int ws_close_timeout;         /* --tornado-websocket-close-timeout (s) */
+	struct uwsgi_string_list *asgi_apps;  /* --tornado-asgi (asgi.c) */
 
 	/* worker state */
 	int epfd;
@@ -345,6 +348,12 @@ void tw_http_reject(struct tw_core *, int status, const char *reason);
 void tw_ws_replace_module_functions(void);
 void tw_ws_end(struct tw_core *);
 int tw_ws_drain(void);
+
+/* asgi.c */
+void tw_asgi_init_apps(void);
+void tw_asgi_worker_start(void);
+void tw_asgi_worker_stop(void);
+void tw_asgi_keep_head(struct tw_core *, const char *head, size_t len);
 
 /* metrics.c */
 void tw_metrics_register(void);

@@ -111,6 +111,7 @@ struct tw_ws {
 	size_t out_cap;
 
 	char in[TW_WS_IN];
+	unsigned peer_code;     /* the client's close code (1005: its close had none), for ASGI's websocket.disconnect */
 };
 
 /* ---- SHA-1 (FIPS 180-4), for Sec-WebSocket-Accept only ---- */
@@ -446,6 +447,7 @@ static int ws_control(struct tw_core *c, struct tw_ws *ws) {
 		if (!utf8_valid((char *) ws->ctl + 2, len - 2)) return ws_fail(c, ws, 1002, "a close reason that is not UTF-8");
 	}
 	ws->close_received = 1;
+	ws->peer_code = code ? code : 1005;
 	/* echo the client's code (5.5.1) */
 	if (!ws->close_sent) ws_send_close(c, ws, code, NULL, 0, close_deadline());
 	ws->state = WS_CLOSED;
@@ -852,7 +854,17 @@ static PyObject *py_ws_recv_message(PyObject *self, PyObject *args, PyObject *kw
 	struct tw_ws *ws = ws_session("websocket_recv_message", &c);
 	if (!ws) return NULL;
 	int ret = ws_receive(c, ws, nb);
-	if (ret < 0) return ws_gone("websocket_recv_message");
+	if (ret < 0) {
+		/* the OSError carries the client's close code (close_code, None when it sent no close) */
+		PyObject *none = ws_gone("websocket_recv_message"), *type, *value, *tb;
+		PyErr_Fetch(&type, &value, &tb);
+		PyErr_NormalizeException(&type, &value, &tb);
+		PyObject *code = ws->close_received ? PyLong_FromLong(ws->peer_code) : (Py_INCREF(Py_None), Py_None);
+		if (value && code && PyObject_SetAttrString(value, "close_code", code)) PyErr_Clear();
+		Py_XDECREF(code);
+		PyErr_Restore(type, value, tb);
+		return none;
+	}
 	if (ret == 0) Py_RETURN_NONE;
 	PyObject *payload = PyBytes_FromStringAndSize(ws->msg, ws->msg_len);
 	ws_message_taken(ws);
