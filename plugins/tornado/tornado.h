@@ -24,6 +24,9 @@
  *     metrics.c   the engine's metrics in uWSGI's metrics subsystem
  *     websocket.c the engine's own websockets (RFC 6455) behind uWSGI's
  *                 uwsgi.websocket_* API, state per core
+ *     environ.c   the WSGI environ: keys made once, constant entries copied
+ *                 from a template (the app's wi->request_subhandler)
+ *     response.c  a list of bytes sent in one call (wi->response_subhandler)
  *   0 event.c     the event layer: one epoll for every uWSGI wait of the
  *                 worker (a connection registered once), a timer heap, a
  *                 ready queue, lingering closes, greenlet switching, the
@@ -177,6 +180,7 @@ struct uwsgi_tornado {
 	int body_timeout;             /* --tornado-body-timeout (s) */
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
 	int ws_close_timeout;         /* --tornado-websocket-close-timeout (s) */
+	int stock_wsgi;               /* --tornado-stock-wsgi: the python plugin's own environ and response subhandlers */
 
 	/* worker state */
 	int epfd;
@@ -302,6 +306,10 @@ void tw_http_reject(struct tw_core *, int status, const char *reason);
 void tw_ws_replace_module_functions(void);
 void tw_ws_end(struct tw_core *);
 int tw_ws_drain(void);
+
+/* environ.c, response.c */
+int tw_environ_install(void);
+int tw_response_install(void);
 
 /* metrics.c */
 void tw_metrics_register(void);
