@@ -8,7 +8,9 @@ import re
 
 import pytest
 
-from conftest import http_get, parallel
+import socket
+
+from conftest import http_get, parallel, recv_all
 
 OWN = {"engine": [], "stock": ["--tornado-stock-wsgi"]}
 
@@ -61,3 +63,30 @@ def test_a_list_response_is_sent_without_going_back_to_the_loop(uwsgi):
         server.wait_log("uri=/hello")
     assert re.findall(r"switches=(\d+) uri=/hello", ours.log()) == ["0"]
     assert re.findall(r"switches=(\d+) uri=/hello", stock.log()) == ["2"]
+
+
+HEADS = ["plain", "many", "code-only", "twice", "exc-info", "not-latin1", "bytes-value", "tuple-of-headers",
+         "list-subclass"]
+
+
+def raw_get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return recv_all(s)
+
+
+@pytest.mark.parametrize("socket_opt", ["--http-socket", "--http11-socket"])
+def test_response_heads_are_the_python_plugins_byte_for_byte(uwsgi, socket_opt):
+    """start_response called right, twice, with exc_info and wrong: the
+    engine's start_response writes what the python plugin's would."""
+    ours = uwsgi("responses.py", socket_opt=socket_opt)
+    stock = uwsgi("responses.py", "--tornado-stock-wsgi", socket_opt=socket_opt)
+    for name in HEADS:
+        assert raw_get(ours.port, f"/head/{name}") == raw_get(stock.port, f"/head/{name}"), name
+    plain = raw_get(ours.port, "/head/plain")
+    assert plain.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Latin: caf\xe9\r\nX-Empty: \r\n")
+    assert raw_get(ours.port, "/head/code-only").startswith(b"HTTP/1.1 404 Not Found\r\n")
+    # the python plugin's own answer to a header it cannot encode: the status
+    # line it had prepared, none of the headers (the app's TypeError is logged)
+    assert b"X-Euro" not in raw_get(ours.port, "/head/not-latin1")
+    assert "encodable in latin1" in ours.log()
