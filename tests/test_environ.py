@@ -205,3 +205,17 @@ def test_holy_environ_is_a_new_dict_per_request(uwsgi):
         doc = previous(server.port)
         assert doc["same_dict"] is False
         assert "PATH_INFO" in doc["previous_keys"]
+
+
+def test_a_worker_respawned_after_recycling_builds_the_environ_too(uwsgi):
+    """The apps' table lives in memory shared with the master: the worker
+    that replaces a recycled one finds the engine's subhandler already set."""
+    server = uwsgi("environ_dump.py", "--master", "--max-requests", "3", "--min-worker-lifetime", "0")
+    pids = set()
+    for i in range(12):
+        doc = exchange(server.port, http("GET", f"/n{i}".encode(), [(b"Connection", b"close")]))
+        assert doc["environ"]["PATH_INFO"] == ["str", "str", f"/n{i}"]
+        assert doc["environ"]["wsgi.version"] == ["str", "tuple", [1, 0]]
+        pids.update(server.worker_pids())
+    assert len(pids) >= 3, pids   # recycled at least twice
+    assert "unable to build the WSGI environ" not in server.log()

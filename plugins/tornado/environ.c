@@ -270,7 +270,9 @@ int tw_environ_install(void) {
 	templates = uwsgi_calloc(sizeof(PyObject *) * uwsgi.max_apps);
 	for (i = 0; i < uwsgi_apps_cnt; i++) {
 		struct uwsgi_app *wi = &uwsgi_apps[i];
-		if (wi->request_subhandler != uwsgi_request_subhandler_wsgi) continue;
+		/* the apps' table is in memory shared with the master: a worker
+		 * respawned after a recycle finds the subhandler its predecessor set */
+		if (wi->request_subhandler != uwsgi_request_subhandler_wsgi && wi->request_subhandler != tw_wsgi_request) continue;
 		templates[i] = app_template(wi);
 		if (!templates[i]) return -1;
 		wi->request_subhandler = tw_wsgi_request;

@@ -45,9 +45,9 @@
  */
 #include "tornado.h"
 
+#ifndef PYPY_VERSION
 static PyObject *stock_start_response;   /* owned: the python plugin's */
 
-#ifndef PYPY_VERSION
 /* the latin-1 bytes a str holds already (one byte per character) */
 static int latin1_of(PyObject *o, char **s, size_t *len) {
 	if (!PyUnicode_CheckExact(o)) return 0;
@@ -159,8 +159,10 @@ static int start_response_install(int *taken_apps, int taken, int all) {
 		}
 	}
 	if (all) {
+		/* the python plugin's own reference to its start_response is not
+		 * released: it stays alive, for the calls handed over to it */
 		Py_INCREF(ours);
-		up.wsgi_spitout = ours;   /* the python plugin's reference stays in stock_start_response */
+		up.wsgi_spitout = ours;
 	}
 	Py_DECREF(ours);
 	return 0;
@@ -207,7 +209,8 @@ int tw_response_install(void) {
 	int *taken_apps = uwsgi_calloc(sizeof(int) * (uwsgi_apps_cnt > 0 ? uwsgi_apps_cnt : 1));
 	for (i = 0; i < uwsgi_apps_cnt; i++) {
 		struct uwsgi_app *wi = &uwsgi_apps[i];
-		if (wi->response_subhandler != uwsgi_response_subhandler_wsgi) continue;
+		/* shared with the master: a respawned worker finds its predecessor's */
+		if (wi->response_subhandler != uwsgi_response_subhandler_wsgi && wi->response_subhandler != tw_wsgi_response) continue;
 		wi->response_subhandler = tw_wsgi_response;
 		taken_apps[taken++] = i;
 	}
