@@ -317,7 +317,7 @@ def print_cost(report: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one short round of hello, io and c10k")
+    parser.add_argument("--quick", action="store_true", help="one short round of hello, keepalive, io and c10k")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--engines", help="comma-separated: only these engines (an A/B run; README untouched)")
