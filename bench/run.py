@@ -138,12 +138,15 @@ class Server:
         wait_port(self.port)
         time.sleep(0.3)
 
-    def worker_rss_kib(self) -> int:
-        """RSS of the one worker (the master's or the arbiter's child), or of the process."""
+    def worker_pid(self) -> int:
+        """The one worker (the master's or the arbiter's child), or the process."""
         pid = self.proc.pid
         kids = Path(f"/proc/{pid}/task/{pid}/children")
         children = kids.read_text().split() if kids.exists() else []
-        return rss_kib(int(children[0]) if children else pid)
+        return int(children[0]) if children else pid
+
+    def worker_rss_kib(self) -> int:
+        return rss_kib(self.worker_pid())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -198,12 +201,14 @@ def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tu
             seconds = ramp + window + 2
             wrk_args += ["-s", str(PER_SECOND_LUA)]
         started = time.time()
+        cpu_before = worker_cpu_s(server.worker_pid())
         wrk = subprocess.Popen(wrk_args + [f"-d{seconds}s", url], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
         time.sleep(seconds / 2)  # every connection has a request in flight by now
         busy_kib = server.worker_rss_kib()
         out, _ = wrk.communicate(timeout=seconds + 60)
         result = parse_wrk(out)
+        result["cpu_us_per_request"] = cpu_us_per_request(worker_cpu_s(server.worker_pid()) - cpu_before, out)
         result["rss_kib"] = busy_kib
         result["kib_per_request"] = None
         if connections > 1000:
@@ -215,21 +220,115 @@ def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tu
         return result
     except Exception as exc:  # noqa: BLE001 - a broken engine is a result, not the end of the run
         return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": -1, "rss_kib": 0,
-                "kib_per_request": None, "failure": repr(exc)}
+                "kib_per_request": None, "cpu_us_per_request": None, "failure": repr(exc)}
     finally:
         server.stop()
 
 
+# ---- cost: worker CPU and system calls per request ----
+# A rate moves with whatever else the machine runs; what a request costs the
+# worker does much less: CPU microseconds per request (utime + stime of the
+# worker from /proc/PID/stat over each run, / the requests wrk completed) in
+# every run, and system calls per request (strace -c -f on the worker over a
+# short run of hello keep-alive) for the uWSGI engines in COST_ENGINES.
+COST_ENGINES = ("ours", "sync")
+COST_WORKLOAD = "keepalive"
+COST_SECONDS = 2
+
+
+def worker_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_requests(out: str) -> int:
+    m = re.search(r"^\s*(\d+) requests in ", out, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def cpu_us_per_request(cpu_s: float, out: str) -> float | None:
+    requests = wrk_requests(out)
+    if not requests or math.isnan(cpu_s):
+        return None
+    return round(cpu_s * 1e6 / requests, 2)
+
+
+def parse_strace_counts(text: str) -> dict[str, int]:
+    """strace -c's table: syscall -> calls ("total" included)."""
+    calls = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[3].isdigit():
+            calls[fields[-1]] = int(fields[3])
+    return calls
+
+
+def syscalls_per_request(engine: str, workload: str, seconds: int, backend_url: str) -> dict:
+    """strace -c -f on the worker over one wrk run of `seconds`; the calls of
+    each system call per request completed in that run (strace slows the
+    worker: the rate of this run means nothing, the counts per request do)."""
+    path, connections, _, _, _ = WORKLOADS[workload]
+    server = Server(engine, workload, backend_url)
+    counts = RESULTS / f"strace-{engine}.txt.tmp"
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(counts), "-p", str(server.worker_pid())],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # attached
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{server.port}{path}"],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(20)
+        server.stop()
+    requests = wrk_requests(out)
+    calls = parse_strace_counts(counts.read_text()) if counts.exists() else {}
+    if not requests or "total" not in calls:
+        return {"requests": requests, "per_request": None, "calls": calls}
+    per = {name: round(n / requests, 3) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])}
+    return {"requests": requests, "per_request": per.pop("total"), "calls": per}
+
+
+def measure_cost(backend_url: str, engines: list[str], seconds: int) -> dict:
+    cost = {}
+    for engine in COST_ENGINES:
+        if engine in engines:
+            cost[engine] = syscalls_per_request(engine, COST_WORKLOAD, seconds, backend_url)
+            per = cost[engine]["per_request"]
+            print(f"syscalls   {COST_WORKLOAD:9} {engine:18} {'-' if per is None else f'{per:.2f}':>10} per request", flush=True)
+    return cost
+
+
+def print_cost(report: dict) -> None:
+    rows = report["results"].get(COST_WORKLOAD, {})
+    print(f"\ncost of {COST_WORKLOAD} (hello keep-alive) per request: worker CPU (every run, median), "
+          f"system calls (strace -c -f, one {COST_SECONDS} s run)")
+    for engine, row in sorted(rows.items(), key=lambda kv: kv[1].get("cpu_us_per_request") or 1e9):
+        cpu = row.get("cpu_us_per_request")
+        sys_cost = report.get("cost", {}).get(engine, {})
+        per = sys_cost.get("per_request")
+        top = ", ".join(f"{n} {c:.2f}" for n, c in list(sys_cost.get("calls", {}).items())[:6])
+        print(f"  {engine:18} {'-' if cpu is None else f'{cpu:.1f}':>8} us CPU  "
+              f"{'' if per is None else f'{per:.2f} syscalls ({top})'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one short round of hello, io and c10k")
+    parser.add_argument("--quick", action="store_true", help="one short round of hello, keepalive, io and c10k")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--engines", help="comma-separated: only these engines (an A/B run; README untouched)")
+    parser.add_argument("--workloads", help="comma-separated: only these workloads (README untouched)")
     args = parser.parse_args()
     rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
-    workloads = ["hello", "io", "c10k"] if args.quick else list(WORKLOADS)
+    workloads = ["hello", "keepalive", "io", "c10k"] if args.quick else list(WORKLOADS)
+    if args.workloads:
+        workloads = [w for w in args.workloads.split(",") if w in WORKLOADS]
     c10k = (2, 3) if args.quick else (C10K_RAMP, C10K_WINDOW)
-    engines = [e for e in ENGINES if available(e)]
+    engines = [e for e in ENGINES if available(e) and (not args.engines or e in args.engines.split(","))]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -250,8 +349,11 @@ def main() -> int:
                         continue  # C10K: one long run per engine (the bench's time limit)
                     result = run_one(engine, workload, seconds, backend_url, c10k)
                     samples[workload][engine].append(result)
+                    cpu = result.get("cpu_us_per_request")
                     print(f"round {r + 1} {workload:9} {engine:18} {result['rps']:10.0f} req/s"
+                          f"{'' if cpu is None else f'{cpu:8.1f} us CPU/req'}"
                           f"{'  ' + result['failure'] if 'failure' in result else ''}", flush=True)
+        cost = measure_cost(backend_url, engines, 1 if args.quick else COST_SECONDS) if COST_WORKLOAD in workloads else {}
     finally:
         backend.send_signal(signal.SIGINT)
         backend.wait(10)
@@ -272,12 +374,15 @@ def main() -> int:
                 "blocking threads, gunicorn -k gevent: the patched time.sleep()); Granian 2.8.7 with its default "
                 "blocking threads and with --blocking-threads 512, gunicorn 27.0.1 -k gevent",
         "results": table,
+        "cost": cost,
     }
-    name = "quick" if args.quick else "latest"
+    partial = bool(args.engines or args.workloads)
+    name = "quick" if args.quick else "partial" if partial else "latest"
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
     print_table(report)
+    print_cost(report)
     chart(report, RESULTS / f"{name}.png")
-    if not args.quick:
+    if not args.quick and not partial:
         update_readme(report)
     for tmp in RESULTS.glob("*.tmp"):
         tmp.unlink()
@@ -297,6 +402,8 @@ def summarize(samples: dict) -> dict:
             table[workload][engine]["errors"] = sum(r["errors"] for r in runs)
             per_request = [r["kib_per_request"] for r in runs if r.get("kib_per_request") is not None]
             table[workload][engine]["kib_per_request"] = statistics.median(per_request) if per_request else None
+            cpu = [r["cpu_us_per_request"] for r in runs if r.get("cpu_us_per_request") is not None]
+            table[workload][engine]["cpu_us_per_request"] = round(statistics.median(cpu), 2) if cpu else None
         ours = table[workload].get("ours", {}).get("rps", 0)
         for engine, row in table[workload].items():
             # an engine that failed the workload (errors, < 1 req/s) has no meaningful ratio
@@ -310,12 +417,13 @@ def print_table(report: dict) -> None:
     for workload, rows in report["results"].items():
         print(f"\n{workload}")
         print(f"  {'engine':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS KiB':>9} {'KiB/req':>8} "
-              f"{'errors':>7} {'ours/x':>7}")
+              f"{'errors':>7} {'ours/x':>7} {'us CPU/req':>10}")
         for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
             ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
             per_request = "-" if row.get("kib_per_request") is None else f"{row['kib_per_request']:.1f}"
+            cpu = "-" if row.get("cpu_us_per_request") is None else f"{row['cpu_us_per_request']:.1f}"
             print(f"  {engine:18} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
-                  f"{row['rss_kib']:9.0f} {per_request:>8} {row['errors']:7d} {ratio:>7}")
+                  f"{row['rss_kib']:9.0f} {per_request:>8} {row['errors']:7d} {ratio:>7} {cpu:>10}")
 
 
 def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
@@ -324,15 +432,22 @@ def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
              f"rounds of {report['seconds']} s (``wrk``); {report['note']}. ``ours/x`` is our requests/second "
              "divided by that engine's, in the same run; ``-``: the engine failed the workload. "
              "Worker RSS is sampled half way through the run; ``KiB/req`` (C10K only) is "
-             "(that RSS - the idle worker's RSS) / connections.", ""]
+             "(that RSS - the idle worker's RSS) / connections; ``us CPU/req``: the worker's user + system "
+             "CPU time over the run / the requests completed.", ""]
+    for engine, sys_cost in report.get("cost", {}).items():
+        if sys_cost.get("per_request") is not None:
+            top = ", ".join(f"``{n}`` {c:.2f}" for n, c in list(sys_cost["calls"].items())[:6])
+            lines += [f"System calls per {COST_WORKLOAD} request, {engine} (``strace -c -f`` on the worker, "
+                      f"{sys_cost['requests']} requests): {sys_cost['per_request']:.2f} ({top}).", ""]
     for workload, rows in report["results"].items():
         lines += [f".. csv-table:: {workload}",
-                  "   :header: engine, req/s, p50 ms, p99 ms, worker RSS KiB, KiB/req, errors, ours/x", ""]
+                  "   :header: engine, req/s, p50 ms, p99 ms, worker RSS KiB, KiB/req, errors, ours/x, us CPU/req", ""]
         for engine, row in sorted(rows.items(), key=lambda kv: -kv[1]["rps"]):
             ratio = "-" if row["ours_ratio"] is None else f"{row['ours_ratio']:.2f}"
             per_request = "-" if row.get("kib_per_request") is None else f"{row['kib_per_request']:.1f}"
+            cpu = "-" if row.get("cpu_us_per_request") is None else f"{row['cpu_us_per_request']:.1f}"
             lines.append(f"   {engine}, {row['rps']:.0f}, {row['p50_ms']:.2f}, {row['p99_ms']:.2f}, "
-                         f"{row['rss_kib']:.0f}, {per_request}, {row['errors']}, {ratio}")
+                         f"{row['rss_kib']:.0f}, {per_request}, {row['errors']}, {ratio}, {cpu}")
         lines.append("")
     text = readme.read_text()
     start, end = ".. bench-table-start", ".. bench-table-end"

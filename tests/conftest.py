@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -279,6 +280,14 @@ def wait_stats(port: int, ready: Callable[[dict], bool], timeout: float = 5, eve
         if ready(stats) or time.monotonic() > deadline:
             return stats
         time.sleep(every)
+
+
+def uwsgi_packet(vars: dict[str, str] | list[tuple[str, str]]) -> bytes:
+    """A request in the uwsgi protocol (what nginx's uwsgi_pass sends): its
+    variables (a list of pairs may repeat one), latin-1."""
+    pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (vars.items() if isinstance(vars, dict) else vars)]
+    body = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v for k, v in pairs)
+    return struct.pack("<BHB", 0, len(body), 0) + body
 
 
 def recv_all(s: socket.socket) -> bytes:

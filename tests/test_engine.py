@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import struct
 import subprocess
 import threading
 import sys
@@ -15,8 +14,8 @@ import pytest
 import requests
 import websocket
 
-from conftest import (UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, sleep_together, wait_port, wait_stats,
-                      websocket_echo)
+from conftest import (UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, sleep_together, uwsgi_packet, wait_port,
+                      wait_stats, websocket_echo)
 
 
 # ---- startup ----
@@ -446,13 +445,6 @@ def test_idle_keep_alive_connection_costs_no_cpu_and_is_closed_after_the_timeout
     assert 1.5 <= time.monotonic() - started < 4
     assert cpu_seconds(pid) - cpu_before < 0.05
     s.close()
-
-
-def uwsgi_packet(vars: dict[str, str]) -> bytes:
-    body = b"".join(
-        struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in vars.items()
-    )
-    return struct.pack("<BHB", 0, len(body), 0) + body
 
 
 def test_uwsgi_protocol_socket_and_http_socket_at_once(uwsgi):

@@ -7,8 +7,8 @@
  *   4 plugin.c    options, checks, the worker's main loop
  *   3 signals.c   uWSGI signals, drain, shutdown
  *   2 loop.c      the IOLoop, accept and its gate, the phase, serving a connection
- *   1 deadlines.c, keepalive.c, framing.c, metrics.c, hooks.c, websocket.c, asgi.c
- *                 (each calls floor 0 only)
+ *   1 deadlines.c, keepalive.c, framing.c, metrics.c, hooks.c, websocket.c,
+ *                 asgi.c, environ.c, response.c (each calls floor 0 only)
  *   0 event.c     fd table, timer heap, ready queue, greenlet switching, counters
  *                 (guard.c, the build guard, stands apart)
  */
@@ -32,6 +32,7 @@ static struct uwsgi_option tw_options[] = {
 	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
 	{"tornado-websocket-close-timeout", required_argument, 0, "seconds a websocket waits for the client's close frame after the engine sent its own (a drain's 1001, the app's websocket_close(), a protocol error) before the connection is closed (default 2)", uwsgi_opt_set_int, &utornado.ws_close_timeout, 0},
 	{"tornado-asgi", required_argument, 0, "load an ASGI application ([mountpoint=]module:callable) on the tornado loop engine, its requests served as uWSGI's own", uwsgi_opt_add_string_list, &utornado.asgi_apps, 0},
+	{"tornado-stock-wsgi", no_argument, 0, "build the WSGI environ and send the app's response with the python plugin's own subhandlers instead of the engine's (to compare)", uwsgi_opt_true, &utornado.stock_wsgi, 0},
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -120,6 +121,7 @@ static void tw_worker_main(void) {
 	tw_hooks_install();
 	tw_replace_module_functions();
 	tw_ws_replace_module_functions();
+	if (!utornado.stock_wsgi && (tw_environ_install() < 0 || tw_response_install() < 0)) uwsgi_pyexit;
 	if (tw_publish_engine()) uwsgi_pyexit;
 	tw_signals_init();
 	tw_framing_init();

@@ -26,6 +26,9 @@
  *                 uwsgi.websocket_* API, state per core
  *     asgi.c      ASGI apps: their bridge registered as a WSGI app, the
  *                 request's side of it in C, lifespan per worker
+ *     environ.c   the WSGI environ: keys made once, constant entries copied
+ *                 from a template (the app's wi->request_subhandler)
+ *     response.c  a list of bytes sent in one call (wi->response_subhandler)
  *   0 event.c     the event layer: one epoll for every uWSGI wait of the
  *                 worker (a connection registered once), a timer heap, a
  *                 ready queue, lingering closes, greenlet switching, the
@@ -213,6 +216,7 @@ struct uwsgi_tornado {
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
 	int ws_close_timeout;         /* --tornado-websocket-close-timeout (s) */
 	struct uwsgi_string_list *asgi_apps;  /* --tornado-asgi (asgi.c) */
+	int stock_wsgi;               /* --tornado-stock-wsgi: the python plugin's own environ and response subhandlers */
 
 	/* worker state */
 	int epfd;
@@ -354,6 +358,9 @@ void tw_asgi_init_apps(void);
 void tw_asgi_worker_start(void);
 void tw_asgi_worker_stop(void);
 void tw_asgi_keep_head(struct tw_core *, const char *head, size_t len);
+/* environ.c, response.c */
+int tw_environ_install(void);
+int tw_response_install(void);
 
 /* metrics.c */
 void tw_metrics_register(void);

@@ -12,7 +12,7 @@ import sys
 import sysconfig
 
 NAME = 'tornado'
-SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket', 'asgi']
+SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket', 'asgi', 'environ', 'response']
 
 # pip installs greenlet.h under <prefix>/include/site/pythonX.Y/greenlet/
 site_include = os.path.join(sys.prefix, 'include', 'site', 'python%d.%d' % sys.version_info[:2])
