@@ -31,6 +31,7 @@ static struct uwsgi_option tw_options[] = {
 	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},
 	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
 	{"tornado-websocket-close-timeout", required_argument, 0, "seconds a websocket waits for the client's close frame after the engine sent its own (a drain's 1001, the app's websocket_close(), a protocol error) before the connection is closed (default 2)", uwsgi_opt_set_int, &utornado.ws_close_timeout, 0},
+	TW_IMPL_OPTIONS
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -75,14 +76,6 @@ static void tw_postinit_apps(void) {
 	tw_check_suspend_engine();
 }
 
-static void tw_gil_get(void) {
-	pthread_setspecific(up.upt_gil_key, (void *) PyGILState_Ensure());
-}
-
-static void tw_gil_release(void) {
-	PyGILState_Release((PyGILState_STATE) (long) pthread_getspecific(up.upt_gil_key));
-}
-
 /* The worker's main loop: registered as the loop engine "tornado", it runs
  * in every worker, wires the floors together and runs the IOLoop. */
 static void tw_worker_main(void) {
@@ -95,11 +88,7 @@ static void tw_worker_main(void) {
 	tw_check_suspend_engine();
 	utornado.cores = uwsgi.async;
 
-	UWSGI_GET_GIL
-	if (uwsgi.has_threads) {
-		up.gil_get = tw_gil_get;
-		up.gil_release = tw_gil_release;
-	}
+	tw_impl_worker_init();   /* pyimpl.h: the GIL */
 
 	if (tw_greenlet_import()) uwsgi_pyexit;
 	tw_asan_mark_stack_top();
@@ -124,6 +113,7 @@ static void tw_worker_main(void) {
 	tw_framing_init();
 	tw_keepalive_init();
 	tw_listen_init();
+	tw_impl_hooks_installed();   /* pyimpl.h: every hook is set */
 
 	/* policy the event layer applies to every wait, wired from here (as
 	 * Redis' aeSetBeforeSleepProc): a wait for the client never outlasts
@@ -154,4 +144,5 @@ struct uwsgi_plugin tornado_plugin = {
 	.on_load = tw_on_load,
 	.post_init = tw_post_init,
 	.postinit_apps = tw_postinit_apps,
+	TW_IMPL_PLUGIN_HOOKS
 };
