@@ -162,15 +162,15 @@ $(VENV)/.installed: | pypy-packages
 $(BUILD)/release/uwsgi: $(SRC)/.unpacked plugins/tornado/pypy_loader.c plugins/tornado/uwsgiplugin.py buildconf/tornado-pypy.ini
 	$(call build_uwsgi,$(BUILD)/release,-O2,tornado=$(abspath $(BUILD))/release/plugin/tornado,,tornado-pypy.ini,$(PYTHON))
 
-$(BUILD)/release/tornado_pypy_engine.so: $(BUILD)/release/uwsgi $(PLUGIN_FILES)
+$(BUILD)/release/tornado_pypy_plugin.so: $(BUILD)/release/uwsgi $(PLUGIN_FILES)
 	rm -rf $(BUILD)/engine && mkdir -p $(BUILD)/engine && cp -r plugins/tornado $(BUILD)/engine/
 	cd $(SRC) && PYTHON=$$(command -v $(PYTHON)) $(abspath $<) --build-plugin "$(abspath $(BUILD))/engine/tornado tornado" \
 		> $(abspath $(BUILD))/engine/build.log 2>&1 || (tail -40 $(abspath $(BUILD))/engine/build.log; exit 1)
 	mv $(SRC)/tornado_plugin.so $@
 
-$(VENV_UWSGI): $(BUILD)/release/uwsgi $(BUILD)/release/tornado_pypy_engine.so
-	rm -f $@ $(VENV)/bin/tornado_pypy_engine.so
-	cp $(BUILD)/release/uwsgi $@ && cp $(BUILD)/release/tornado_pypy_engine.so $(VENV)/bin/
+$(VENV_UWSGI): $(BUILD)/release/uwsgi $(BUILD)/release/tornado_pypy_plugin.so
+	rm -f $@ $(VENV)/bin/tornado_pypy_plugin.so
+	cp $(BUILD)/release/uwsgi $@ && cp $(BUILD)/release/tornado_pypy_plugin.so $(VENV)/bin/
 	cp $(SRC)/uwsgidecorators.py $(PYPY_SITE)/
 endif
 

@@ -7,7 +7,7 @@
  * embeds or loads with RTLD_GLOBAL. uWSGI's pypy plugin starts PyPy only
  * when libpypy is not globally visible yet (otherwise it takes PyPy for
  * started, skips its start-up, and the first Python call crashes). So the
- * engine is a shared object of its own, tornado_pypy_engine.so next to the
+ * engine is a shared object of its own, tornado_pypy_plugin.so next to the
  * uwsgi binary, and this loader opens it RTLD_LOCAL when uWSGI loads its
  * embedded plugins, before the options are parsed and before the pypy
  * plugin starts PyPy (which then opens the same libpypy globally). The
@@ -18,7 +18,7 @@
 extern struct uwsgi_server uwsgi;
 struct uwsgi_plugin tornado_plugin;
 
-#define TW_ENGINE_FILE "tornado_pypy_engine.so"
+#define TW_ENGINE_FILE "tornado_pypy_plugin.so"
 
 static void tw_loader_on_load(void) {
 	char exe[PATH_MAX], path[PATH_MAX + sizeof(TW_ENGINE_FILE)];

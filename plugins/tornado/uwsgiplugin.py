@@ -10,7 +10,7 @@
 # When pypy3 runs the build (pyimpl.h says what differs): an embedded build
 # compiles only the loader (pypy_loader.c), and `uwsgi --build-plugin`
 # compiles the engine with pypy.c, -DTW_PYPY and libpypy, the shared object
-# the loader opens (the Makefile names it tornado_pypy_engine.so).
+# the loader opens (the Makefile names it tornado_pypy_plugin.so).
 import os
 import platform
 import shutil
