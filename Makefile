@@ -29,7 +29,7 @@ SKIP_REQ ?=
 # what make test starts besides uWSGI (the Debian roots pass TEST_SERVICES= : no deployment tests there)
 TEST_SERVICES ?= services
 
-.PHONY: all pypy-packages plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak autobahn clean distclean
+.PHONY: all pypy-packages bench-pypy plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak autobahn clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -184,7 +184,11 @@ $(BUILD)/upstream/uwsgi: $(SRC)/.unpacked buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/upstream,-O2,tornado$(COMMA)greenlet)
 
 COMMA := ,
-BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
+BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools bench-pypy
+
+# ours on PyPy (bench/run.py: ours-pypy, in hello, io and c10k)
+bench-pypy:
+	$(MAKE) PYTHON=pypy3 all
 
 bench: $(BENCH_DEPS)
 	$(VPY) bench/run.py --rounds 2 --seconds 3
