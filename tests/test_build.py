@@ -75,3 +75,18 @@ def test_every_call_in_the_plugin_goes_down_a_floor():
             if home and home != path.name and floors[home] >= floors[path.name]:
                 upward.append(f"{path.name} (floor {floors[path.name]}) calls {name} of {home} (floor {floors[home]})")
     assert upward == []
+
+
+def test_the_running_request_is_set_in_one_place():
+    """uwsgi.wsgi_req, the request uWSGI's own code sees as running, is set
+    in one function (event.c's tw_core_enter), which every switch into a
+    core goes through; a core's state is moved by loop.c alone."""
+    assignments, state_moves = [], []
+    for path in sorted((ROOT / "plugins" / "tornado").glob("*.c")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\buwsgi\.wsgi_req\s*=[^=]", line):
+                assignments.append((path.name, n))
+            if re.search(r"->state\s*=[^=]", line) and "ws->state" not in line:
+                state_moves.append(path.name)
+    assert len(assignments) == 1 and assignments[0][0] == "event.c", assignments
+    assert set(state_moves) == {"loop.c"}, state_moves

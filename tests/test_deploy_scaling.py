@@ -62,6 +62,20 @@ class Cluster:
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         server.proc.wait(5)
+        # a worker not dead yet still holds the listen socket: the kernel would
+        # accept a connection for it that the router then sees reset
+        deadline = time.monotonic() + 5
+        while any(process_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def process_alive(pid: int) -> bool:
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def answered_by(results: list[object]) -> collections.Counter[str]:

@@ -15,7 +15,8 @@ import pytest
 import requests
 import websocket
 
-from conftest import UWSGI, APPS, PYPY_GENERATORS, cpu_seconds, cpython_only, uwsgi_command, free_port, http_get, parallel, sleep_together, wait_port, websocket_echo
+from conftest import (UWSGI, APPS, PYPY_GENERATORS, cpu_seconds, cpython_only, free_port, http_get, parallel,
+                      sleep_together, uwsgi_command, wait_port, wait_stats, websocket_echo)
 
 
 # ---- startup ----
@@ -147,6 +148,25 @@ def test_a_wait_is_not_ended_by_the_apps_own_switch_into_it(uwsgi):
     assert status == 200
     assert 0.5 <= float(body) < 0.9, body
     assert http_get(server.port, "/")[0] == 200
+
+
+def test_a_parked_core_is_not_started_by_a_stale_switch_into_it(uwsgi):
+    """A core whose connection ended parks in the hub until the next accept;
+    a callback the app left behind (me.switch after its request) that
+    switches into the parked greenlet does not make it serve a connection it
+    does not have: the worker goes on serving, and every core returns to idle."""
+    stats_port = free_port()
+    server = uwsgi("basic.py", "--tornado", "2", "--greenlet", "--stats", f"127.0.0.1:{stats_port}", engine=False)
+    pid = http_get(server.port, "/pid")
+    assert http_get(server.port, "/stale-switch?after=0.3") == (200, b"left a callback behind")
+    time.sleep(0.6)  # the callback has switched into the parked core
+    results = parallel(lambda i: http_get(server.port, "/"), 20)
+    assert results == [(200, b"Hello World")] * 20
+    assert http_get(server.port, "/pid") == pid  # the same worker: it did not crash and respawn
+    assert "Segmentation Fault" not in server.log()
+    idle = wait_stats(stats_port, lambda st: all(c["in_request"] == 0 for c in st["workers"][0]["cores"]))
+    assert [c["in_request"] for c in idle["workers"][0]["cores"]] == [0, 0]
+    assert "Traceback" not in server.log() and "failed" not in server.log(), server.log()
 
 
 def test_yield_async_sleep_in_a_generator(uwsgi):

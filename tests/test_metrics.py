@@ -3,6 +3,7 @@ worker.N.tornado.* in the stats output and in --metrics-dir, under load and
 back at rest."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from conftest import PYPY_GENERATORS, free_port, http_get, parallel, read_stats,
 
 CORES = 10
 LOAD = 3.0  # seconds each loaded request lasts
-GAUGES = ("busy_cores", "fd_waiting_cores", "timer_waiting_cores", "ready_queue",
+GAUGES = ("busy_cores", "head_cores", "fd_waiting_cores", "timer_waiting_cores", "ready_queue",
           "loop_lag_max_us", "loop_lag_avg_us", "waits_per_sec", "wakeups_per_sec")
 
 
@@ -90,6 +91,32 @@ def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
     assert rest["waits"] >= busy["waits"] and rest["accept_pauses"] >= 1
     assert metrics_dir_value(mdir / "worker.1.tornado.busy_cores") == 0
     assert metrics_dir_value(mdir / "worker.1.tornado.waits") == rest["waits"]
+
+
+def test_connections_without_a_request_head_count_as_head_cores_not_as_running(uwsgi):
+    """A core is a state machine: connections that sent no complete head
+    (one byte of it, a half-sent head, an idle keep-alive one) are head cores;
+    requests in the app are not; both are busy, and all return to idle."""
+    stats_port = free_port()
+    server = uwsgi("basic.py", "--master", "--tornado", str(CORES), "--greenlet", "--enable-metrics",
+                   "--stats", f"127.0.0.1:{stats_port}", engine=False, socket_opt="--http11-socket")
+    wait_port(stats_port)
+    conns = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+    try:
+        conns[0].sendall(b"G")  # a silent connection is not accepted yet (TCP_DEFER_ACCEPT)
+        conns[1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head
+        conns[2].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # served, then idle with keep-alive
+        assert conns[2].recv(65536).startswith(b"HTTP/1.1 200")
+        sleepers = threading.Thread(target=lambda: parallel(lambda i: http_get(server.port, f"/sleep?s={LOAD}"), 2))
+        sleepers.start()
+        seen = poll(stats_port, lambda m: m["busy_cores"] == 5 and m["head_cores"] == 3, LOAD - 0.5)
+        assert (seen["busy_cores"], seen["head_cores"], seen["timer_waiting_cores"]) == (5, 3, 2), seen
+        sleepers.join(LOAD + 5)
+    finally:
+        for c in conns:
+            c.close()
+    rest = poll(stats_port, lambda m: m["busy_cores"] == 0, 5)
+    assert (rest["busy_cores"], rest["head_cores"]) == (0, 0), rest
 
 
 def test_each_worker_reports_its_own_busy_cores_as_the_stats_cores_show_them(uwsgi):

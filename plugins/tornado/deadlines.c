@@ -50,10 +50,9 @@ static void heads_unlink(struct tw_core *c) {
 /* The core's connection starts waiting for a request head: now, after an
  * accept, or after a response on a kept-alive connection. */
 void tw_head_begin(struct tw_core *c) {
-	if (c->head_deadline) heads_unlink(c);
 	uint64_t timeout = utornado.head_timeout > 0 ? (uint64_t) utornado.head_timeout * TW_NS : 0;
 	/* without a deadline the core is still on the list (shedding, drain) */
-	c->head_deadline = timeout ? tw_now_ns() + timeout : UINT64_MAX;
+	c->head_deadline = timeout ? tw_now_ns() + timeout : 0;
 	c->head_prev = utornado.heads_last;
 	c->head_next = NULL;
 	if (utornado.heads_last) utornado.heads_last->head_next = c;
@@ -63,7 +62,6 @@ void tw_head_begin(struct tw_core *c) {
 
 /* The head is complete, or the connection is gone. */
 void tw_head_end(struct tw_core *c) {
-	if (!c->head_deadline) return;
 	heads_unlink(c);
 	c->head_deadline = 0;
 	c->body_since = 0;
@@ -77,7 +75,7 @@ void tw_head_end(struct tw_core *c) {
  * that works before reading does not spend the client's time.
  */
 uint64_t tw_request_deadline(struct tw_core *c, int fd, uint32_t events) {
-	if (c->head_deadline) return c->head_deadline == UINT64_MAX ? 0 : c->head_deadline;
+	if (c->state == TW_CORE_HEAD) return c->head_deadline;
 	if (utornado.body_min_rate <= 0 || events != TW_READ) return 0;
 	struct wsgi_request *wsgi_req = c->wsgi_req;
 	if (fd != wsgi_req->fd || wsgi_req->post_pos >= wsgi_req->post_cl) return 0;
@@ -89,10 +87,8 @@ uint64_t tw_request_deadline(struct tw_core *c, int fd, uint32_t events) {
 /* End the wait of a core on the heads list: its connection is closed by the
  * core itself, as after a timeout. From the hub only. */
 static int close_head(struct tw_core *c) {
-	if (!c->suspended) return 0;
-	c->timed_out = 1;
-	c->woken_by = -1;
-	tw_wake(c, c->gen);
+	if (!tw_core_suspended(c)) return 0;
+	tw_wake(c, c->wait.gen, TW_WAIT_CANCELLED);
 	return 1;
 }
 
@@ -102,7 +98,7 @@ int tw_shed_oldest_head(void) {
 	struct tw_core *c;
 	for (c = utornado.heads_first; c; c = c->head_next) {
 		if (!close_head(c)) continue;
-		return !c->busy;
+		return c->state == TW_CORE_IDLE;
 	}
 	return 0;
 }
@@ -112,7 +108,7 @@ void tw_close_heads(void) {
 	int i;
 	for (i = 0; i < utornado.cores; i++) {
 		struct tw_core *c = &utornado.core[i];
-		if (c->head_deadline) close_head(c);
+		if (c->state == TW_CORE_HEAD) close_head(c);
 	}
 }
 

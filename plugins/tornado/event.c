@@ -13,11 +13,16 @@
  *   - the ready queue: cores that yielded (a WSGI generator, uwsgi.suspend())
  *     run again on the next loop iteration; one call_soon() per batch.
  *
- * A wait bumps the core's generation when it starts and again when it ends.
- * Every wake-up source carries the generation it was registered with, so a
- * late event (an epoll batch that still holds an fd the core stopped waiting
- * for, a timer that raced with the fd) can never resume a core that has moved
- * on.
+ * A core waits in one of four ways, each its own call returning why the
+ * wait ended (enum tw_wait_end): tw_wait_fds (fds until a deadline),
+ * tw_wait_until (a deadline), tw_yield (the next loop iteration),
+ * tw_wait_async_api (what the request registered with uWSGI's core async
+ * API). Deadlines are absolute monotonic nanoseconds everywhere; the one
+ * rounding is to whole milliseconds, up, where the asyncio timer is armed.
+ * A wait bumps the core's generation once, when it starts. Every wake-up
+ * source carries the generation it was registered with, so a late event (an
+ * epoll batch that still holds an fd the core stopped waiting for, a timer
+ * that raced with the fd) can never resume a core that has moved on.
  *
  * Limits: Linux only (epoll). Timer precision is the asyncio loop's (about
  * 1 ms with the default selector).
@@ -63,14 +68,14 @@ PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1) {
 
 static void heap_set(int i, struct tw_core *c) {
 	utornado.heap[i] = c;
-	c->heap_idx = i;
+	c->wait.heap_idx = i;
 }
 
 static void heap_up(int i) {
 	struct tw_core *c = utornado.heap[i];
 	while (i > 0) {
 		int parent = (i - 1) / 2;
-		if (utornado.heap[parent]->deadline <= c->deadline) break;
+		if (utornado.heap[parent]->wait.deadline <= c->wait.deadline) break;
 		heap_set(i, utornado.heap[parent]);
 		i = parent;
 	}
@@ -82,8 +87,8 @@ static void heap_down(int i) {
 	for (;;) {
 		int child = 2 * i + 1;
 		if (child >= utornado.heap_len) break;
-		if (child + 1 < utornado.heap_len && utornado.heap[child + 1]->deadline < utornado.heap[child]->deadline) child++;
-		if (utornado.heap[child]->deadline >= c->deadline) break;
+		if (child + 1 < utornado.heap_len && utornado.heap[child + 1]->wait.deadline < utornado.heap[child]->wait.deadline) child++;
+		if (utornado.heap[child]->wait.deadline >= c->wait.deadline) break;
 		heap_set(i, utornado.heap[child]);
 		i = child;
 	}
@@ -123,44 +128,43 @@ err:
 }
 
 void tw_timer_start(struct tw_core *c, uint64_t deadline) {
-	if (c->heap_idx >= 0) tw_timer_stop(c);
-	c->deadline = deadline;
-	c->heap_idx = utornado.heap_len++;
-	utornado.heap[c->heap_idx] = c;
-	heap_up(c->heap_idx);
+	if (c->wait.heap_idx >= 0) tw_timer_stop(c);
+	c->wait.deadline = deadline;
+	c->wait.heap_idx = utornado.heap_len++;
+	utornado.heap[c->wait.heap_idx] = c;
+	heap_up(c->wait.heap_idx);
 	/* arm for the earliest deadline, which is not always this one: while
 	 * py_tw_on_timer() resumes the cores that are due, no timer is armed */
-	uint64_t earliest = utornado.heap[0]->deadline;
+	uint64_t earliest = utornado.heap[0]->wait.deadline;
 	if (!utornado.timer_handle || earliest + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
 		timer_arm(earliest);
 	}
 }
 
 void tw_timer_stop(struct tw_core *c) {
-	int i = c->heap_idx;
+	int i = c->wait.heap_idx;
 	if (i < 0) return;
-	c->heap_idx = -1;
+	c->wait.heap_idx = -1;
 	utornado.heap_len--;
 	if (i == utornado.heap_len) return;
 	heap_set(i, utornado.heap[utornado.heap_len]);
 	heap_up(i);
-	heap_down(utornado.heap[i]->heap_idx);
+	heap_down(utornado.heap[i]->wait.heap_idx);
 	/* the armed asyncio timer may now be early: it re-arms itself when it fires */
 }
 
 static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
 	Py_CLEAR(utornado.timer_handle);
 	uint64_t now = tw_now_ns();
-	while (utornado.heap_len > 0 && utornado.heap[0]->deadline <= now) {
+	while (utornado.heap_len > 0 && utornado.heap[0]->wait.deadline <= now) {
 		struct tw_core *c = utornado.heap[0];
 		tw_timer_stop(c);
-		c->timed_out = 1;
-		c->woken_by = -1;
-		c->ready_at = c->deadline;
-		tw_wake(c, c->gen);
+		c->ready_at = c->wait.deadline;
+		/* a timer wait's deadline is what it waited for */
+		tw_wake(c, c->wait.gen, c->wait.kind == TW_WAIT_TIMER ? TW_WAIT_READY : TW_WAIT_TIMEOUT);
 	}
 	if (utornado.heap_len > 0 && !utornado.timer_handle) {
-		timer_arm(utornado.heap[0]->deadline);
+		timer_arm(utornado.heap[0]->wait.deadline);
 	}
 	Py_RETURN_NONE;
 }
@@ -187,7 +191,7 @@ static void count_wakeup(struct tw_core *c) {
 
 void tw_resume_soon(struct tw_core *c) {
 	/* already queued (schedule_fix, then the wait itself): it now resumes the current wait */
-	c->queued_gen = c->gen;
+	c->queued_gen = c->wait.gen;
 	if (c->queued) return;
 	c->queued = 1;
 	c->ready_at = lag_clock();
@@ -216,7 +220,7 @@ static PyObject *py_tw_on_ready(PyObject *self, PyObject *unused) {
 		struct tw_core *next = c->next_ready;
 		c->queued = 0;
 		c->next_ready = NULL;
-		tw_wake(c, c->queued_gen);
+		tw_wake(c, c->queued_gen, TW_WAIT_READY);
 		c = next;
 	}
 	Py_RETURN_NONE;
@@ -391,11 +395,11 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 			/* an error or hang-up ends a wait of either kind: the I/O says which */
 			uint32_t got = (ev & (EPOLLERR | EPOLLHUP)) ? (EPOLLIN | EPOLLOUT) : (ev & (EPOLLIN | EPOLLOUT));
 			if (ev & EPOLLRDHUP) got |= EPOLLIN;
-			if (c->suspended && (got & c->conn_wait)) {
+			if (tw_core_suspended(c) && (got & c->conn_wait)) {
 				c->conn_ready |= got & ~c->conn_wait;
-				c->woken_by = c->conn_fd;
+				c->wait.woken_by = c->conn_fd;
 				c->ready_at = batch_at;
-				tw_wake(c, c->gen);
+				tw_wake(c, c->wait.gen, TW_WAIT_READY);
 			}
 			else {
 				c->conn_ready |= got;
@@ -405,10 +409,10 @@ static PyObject *py_tw_on_events(PyObject *self, PyObject *unused) {
 			uint32_t core_id = id & ~TW_ID_SLOT1;
 			if (core_id >= (uint32_t) utornado.cores) continue;
 			struct tw_core *c = &utornado.core[core_id];
-			if (c->gen != gen || !c->suspended) continue;
-			c->woken_by = c->fds[(id & TW_ID_SLOT1) ? 1 : 0];
+			if (c->wait.gen != gen || !tw_core_suspended(c)) continue;
+			c->wait.woken_by = c->wait.fds[(id & TW_ID_SLOT1) ? 1 : 0];
 			c->ready_at = batch_at;
-			tw_wake(c, gen);
+			tw_wake(c, gen, TW_WAIT_READY);
 		}
 		else if (id - TW_ID_HANDLER < (uint32_t) handlers_len) {
 			struct tw_handler *h = &handlers[id - TW_ID_HANDLER];
@@ -441,11 +445,11 @@ int tw_event_init(void) {
 		struct tw_core *c = &utornado.core[i];
 		c->id = i;
 		c->wsgi_req = &uwsgi.workers[uwsgi.mywid].cores[i].req;
-		c->fds[0] = c->fds[1] = -1;
-		c->dup_fds[0] = c->dup_fds[1] = -1;
+		c->wait.fds[0] = c->wait.fds[1] = -1;
+		c->wait.dup_fds[0] = c->wait.dup_fds[1] = -1;
+		c->wait.woken_by = -1;
+		c->wait.heap_idx = -1;
 		c->conn_fd = -1;
-		c->woken_by = -1;
-		c->heap_idx = -1;
 	}
 	utornado.on_events = PyCFunction_New(&tw_on_events_def, NULL);
 	utornado.on_timer = PyCFunction_New(&tw_on_timer_def, NULL);
@@ -523,6 +527,25 @@ int tw_greenlet_dead(PyObject *greenlet) {
 	return PyGreenlet_STARTED((PyGreenlet *) greenlet) && !PyGreenlet_ACTIVE((PyGreenlet *) greenlet);
 }
 
+/* ---- switching into a core ---- */
+
+/* The core runs from now on: the one place uwsgi.wsgi_req is set (uWSGI's
+ * own code and the python plugin read it as "the request running now"). */
+void tw_core_enter(struct tw_core *c) {
+	uwsgi.wsgi_req = c->wsgi_req;
+}
+
+/* Switch from the hub into the core's greenlet (its first run, or a wake-up);
+ * new reference to what it switched back with, NULL on exception. */
+static PyObject *core_switch_with(struct tw_core *c, PyObject *greenlet, PyObject *args) {
+	tw_core_enter(c);
+	return greenlet_switch_with(greenlet, args);
+}
+
+PyObject *tw_core_switch(struct tw_core *c) {
+	return core_switch_with(c, c->greenlet, NULL);
+}
+
 /* ---- suspend and wake ---- */
 
 /*
@@ -532,7 +555,7 @@ int tw_greenlet_dead(PyObject *greenlet) {
  * anyone else (the app's own me.switch() from a loop callback) is not a
  * wake-up: the wait goes on.
  */
-int tw_suspend(struct tw_core *c) {
+static int suspend(struct tw_core *c) {
 	PyObject *current = tw_greenlet_current();
 	if (current == utornado.hub) {
 		Py_DECREF(current);
@@ -540,31 +563,31 @@ int tw_suspend(struct tw_core *c) {
 		return -1;
 	}
 	c->waiter = current;   /* the reference from GetCurrent, released on wake */
-	c->suspended = 1;
 	PyObject *ret;
 	for (;;) {
 		ret = tw_greenlet_switch(utornado.hub);
 		if (!ret || ret == utornado.token_ready) break;
 		Py_DECREF(ret);   /* switched into by hand: back to the one who did */
 	}
-	c->suspended = 0;
 	Py_CLEAR(c->waiter);
-	uwsgi.wsgi_req = c->wsgi_req;
-	if (!ret) return -1;
+	if (!ret) {
+		/* thrown in by someone else than tw_wake(): the core runs again */
+		tw_core_enter(c);
+		return -1;
+	}
 	Py_DECREF(ret);
 	return 0;
 }
 
-/* Resume a suspended core, from the hub, if `gen` is still its current wait. */
-void tw_wake(struct tw_core *c, uint32_t gen) {
-	if (!c->suspended || c->gen != gen || !c->waiter) return;
-	c->gen++;
-	c->suspended = 0;
+/* Resume a suspended core, from the hub, if `gen` is still its current
+ * wait; `why` is what the wait returns. */
+void tw_wake(struct tw_core *c, uint32_t gen, enum tw_wait_end why) {
+	if (!tw_core_suspended(c) || c->wait.gen != gen) return;
+	c->wait.end = why;
 	count_wakeup(c);
-	uwsgi.wsgi_req = c->wsgi_req;
-	PyObject *waiter = c->waiter;
-	Py_INCREF(waiter);
-	PyObject *ret = greenlet_switch_with(waiter, wake_args);
+	PyObject *waiter = c->waiter;   /* its reference is ours now */
+	c->waiter = NULL;               /* not suspended any more: a second source for this wait is dropped */
+	PyObject *ret = core_switch_with(c, waiter, wake_args);
 	Py_DECREF(waiter);
 	if (!ret) {
 		/* the exception escaped the core's greenlet: it is lost for that
@@ -598,7 +621,7 @@ static int watch_conn(struct tw_core *c, int slot, int fd, uint32_t events) {
 		return 1;
 	}
 	c->conn_wait = events;
-	c->fds[slot] = fd;
+	c->wait.fds[slot] = fd;
 	return 0;
 }
 
@@ -612,13 +635,13 @@ void tw_conn_end(struct tw_core *c) {
 
 /* 1: ready at once (the core's connection), 0: watching, -1: error */
 static int watch_core_fd(struct tw_core *c, int slot, int fd, uint32_t events) {
-	if (c->busy && fd == c->wsgi_req->fd && !c->conn_wait) {
+	if (c->state != TW_CORE_IDLE && fd == c->wsgi_req->fd && !c->conn_wait) {
 		int r = watch_conn(c, slot, fd, events);
 		if (r >= 0) return r;
 	}
-	uint64_t tag = TW_TAG(c->id | (slot ? TW_ID_SLOT1 : 0), c->gen);
+	uint64_t tag = TW_TAG(c->id | (slot ? TW_ID_SLOT1 : 0), c->wait.gen);
 	if (tw_watch(fd, events, tag) == 0) {
-		c->fds[slot] = fd;
+		c->wait.fds[slot] = fd;
 		return 0;
 	}
 	if (errno != EEXIST) return -1;
@@ -630,25 +653,26 @@ static int watch_core_fd(struct tw_core *c, int slot, int fd, uint32_t events) {
 		close(dfd);
 		return -1;
 	}
-	c->fds[slot] = fd;
-	c->dup_fds[slot] = dfd;
+	c->wait.fds[slot] = fd;
+	c->wait.dup_fds[slot] = dfd;
 	return 0;
 }
 
 static void unwatch_core_fds(struct tw_core *c) {
+	struct tw_wait *w = &c->wait;
 	int j;
 	for (j = 0; j < 2; j++) {
-		if (c->conn_wait && c->fds[j] == c->conn_fd) {
+		if (c->conn_wait && w->fds[j] == c->conn_fd) {
 			c->conn_wait = 0;   /* stays registered */
 		}
-		else if (c->dup_fds[j] >= 0) {
-			close(c->dup_fds[j]);   /* closing unregisters it */
-			c->dup_fds[j] = -1;
+		else if (w->dup_fds[j] >= 0) {
+			close(w->dup_fds[j]);   /* closing unregisters it */
+			w->dup_fds[j] = -1;
 		}
-		else if (c->fds[j] >= 0) {
-			tw_unwatch(c->fds[j]);
+		else if (w->fds[j] >= 0) {
+			tw_unwatch(w->fds[j]);
 		}
-		c->fds[j] = -1;
+		w->fds[j] = -1;
 	}
 }
 
@@ -659,60 +683,85 @@ void tw_set_wait_limit(tw_wait_limit_fn fn) {
 	wait_limit = fn;
 }
 
-/*
- * The one wait primitive of a core: suspend the calling greenlet until fd0
- * (or fd1) is ready for `events`, or `timeout_ms` passes (<= 0: no timer;
- * both fds -1 and no timer: resume on the next loop iteration).
- * Returns 1 when an fd is ready (c->woken_by says which), 0 on timeout, -1 on
- * error. Every registration is undone on every exit path.
- */
-int tw_core_wait(struct tw_core *c, int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
-	int ret = -1;
+/* The monotonic deadline `seconds` from now; 0 (none) for seconds <= 0. */
+uint64_t tw_deadline_after(double seconds) {
+	if (seconds <= 0) return 0;
+	return tw_now_ns() + (uint64_t) (seconds * 1e9);
+}
+
+/* A wait starts: a new generation, nothing armed yet. */
+static void wait_begin(struct tw_core *c, enum tw_wait_kind kind) {
+	struct tw_wait *w = &c->wait;
 	utornado.counters.waits++;
-	c->gen++;
-	c->timed_out = 0;
-	c->woken_by = -1;
+	w->gen++;
+	w->kind = kind;
+	w->end = TW_WAIT_ERROR;
+	w->woken_by = -1;
 	c->wsgi_req->async_timed_out = 0;
+}
 
-	/* the top floor's limit for this wait (a request deadline), if any */
-	uint64_t limit = fd0 >= 0 && wait_limit ? wait_limit(c, fd0, events) : 0;
-	uint64_t deadline = 0;
-	if (timeout_ms > 0 || limit) {
-		uint64_t now = tw_now_ns();
-		if (timeout_ms > 0) deadline = now + (uint64_t) timeout_ms * 1000000ULL;
-		if (limit && (!deadline || limit < deadline)) deadline = limit;
-		if (deadline <= now) {
-			c->timed_out = 1;
-			goto timed_out;
-		}
-	}
-
-	int w0 = fd0 >= 0 ? watch_core_fd(c, 0, fd0, events) : 0;
-	int w1 = w0 == 0 && fd1 >= 0 ? watch_core_fd(c, 1, fd1, events) : 0;
-	if (w0 < 0 || w1 < 0) {
-		uwsgi_error("[tornado] watching an fd for a wait");
-		goto end;
-	}
-	if (w0 > 0 || w1 > 0) {
-		/* the connection was seen ready while nobody waited on it */
-		c->woken_by = c->conn_fd;
-		ret = 1;
-		goto end;
-	}
-	if (deadline) {
-		tw_timer_start(c, deadline);
-	}
-	else if (fd0 < 0 && fd1 < 0 && !c->legacy) {
-		tw_resume_soon(c);
-	}
-
-	if (tw_suspend(c)) goto end;   /* an exception was thrown in: left set for the caller */
-timed_out:
-	ret = c->timed_out ? 0 : 1;
-	if (c->timed_out) c->wsgi_req->async_timed_out = 1;
-end:
+/* Suspend until woken, then undo every registration: what the wait returns. */
+static enum tw_wait_end wait_end(struct tw_core *c, int suspend_now) {
+	struct tw_wait *w = &c->wait;
+	if (suspend_now && suspend(c)) w->end = TW_WAIT_ERROR;
 	unwatch_core_fds(c);
 	tw_timer_stop(c);
-	c->gen++;
-	return ret;
+	/* uWSGI's flag for "the time ran out", a sleep's included */
+	if (w->end == TW_WAIT_TIMEOUT || (w->kind == TW_WAIT_TIMER && w->end == TW_WAIT_READY)) c->wsgi_req->async_timed_out = 1;
+	w->kind = TW_WAIT_NONE;
+	return w->end;
+}
+
+/*
+ * Wait until fd0 (or fd1, -1: none) is ready for `events`, or `deadline`
+ * (monotonic ns, 0: none, or the top floor's limit for the wait) passes.
+ * TW_WAIT_READY: c->wait.woken_by says which fd.
+ */
+enum tw_wait_end tw_wait_fds(struct tw_core *c, int fd0, int fd1, uint32_t events, uint64_t deadline) {
+	struct tw_wait *w = &c->wait;
+	wait_begin(c, TW_WAIT_FD);
+	uint64_t limit = wait_limit ? wait_limit(c, fd0, events) : 0;
+	if (limit && (!deadline || limit < deadline)) deadline = limit;
+	if (deadline && deadline <= tw_now_ns()) {
+		w->end = TW_WAIT_TIMEOUT;
+		return wait_end(c, 0);
+	}
+	int r = watch_core_fd(c, 0, fd0, events);
+	if (r == 0 && fd1 >= 0) r = watch_core_fd(c, 1, fd1, events);
+	if (r < 0) {
+		uwsgi_error("[tornado] watching an fd for a wait");
+		return wait_end(c, 0);
+	}
+	if (r > 0) {
+		/* the connection was seen ready while nobody waited on it */
+		w->woken_by = c->conn_fd;
+		w->end = TW_WAIT_READY;
+		return wait_end(c, 0);
+	}
+	if (deadline) tw_timer_start(c, deadline);
+	return wait_end(c, 1);
+}
+
+/* Sleep until `deadline` (monotonic ns): TW_WAIT_READY when it came. */
+enum tw_wait_end tw_wait_until(struct tw_core *c, uint64_t deadline) {
+	if (!deadline || deadline <= tw_now_ns()) return tw_yield(c);
+	wait_begin(c, TW_WAIT_TIMER);
+	tw_timer_start(c, deadline);
+	return wait_end(c, 1);
+}
+
+/* Let the loop run once, then go on: TW_WAIT_READY. */
+enum tw_wait_end tw_yield(struct tw_core *c) {
+	wait_begin(c, TW_WAIT_YIELD);
+	tw_resume_soon(c);
+	return wait_end(c, 1);
+}
+
+/* Wait for what the request registered with the core async API (whoever
+ * handles its events wakes the core, TW_WAIT_READY), or until `deadline`
+ * (0: none; TW_WAIT_TIMEOUT). */
+enum tw_wait_end tw_wait_async_api(struct tw_core *c, uint64_t deadline) {
+	wait_begin(c, TW_WAIT_ASYNC_API);
+	if (deadline) tw_timer_start(c, deadline);
+	return wait_end(c, 1);
 }

@@ -6,7 +6,7 @@
  * uWSGI calls wait_read_hook/wait_write_hook/wait_read2_hook/
  * wait_milliseconds_hook whenever a request would block (reading the body,
  * writing the response, websockets, ...). In a core they become
- * tw_core_wait(). Outside a core (a greenlet of the app's own, a signal
+ * tw_wait_fds() or tw_wait_until(). Outside a core (a greenlet of the app's own, a signal
  * handler) they fall back to tw_green_wait(), which uses the asyncio loop
  * directly: slower, but such waits are rare. In the hub itself nothing can
  * wait; that is an error, never a crash.
@@ -91,15 +91,15 @@ struct tw_core *tw_current_core(void) {
 	/* fast path: the core the loop resumed last */
 	if (wsgi_req && wsgi_req->async_id < utornado.cores) {
 		struct tw_core *c = &utornado.core[wsgi_req->async_id];
-		if (c->greenlet == current && c->busy) return c;
+		if (c->greenlet == current && c->state != TW_CORE_IDLE) return c;
 	}
 	/* switched into by hand */
 	size_t i = gl_home(current);
 	for (; gl_table[i]; i = (i + 1) & gl_mask) {
 		struct tw_core *c = gl_table[i];
 		if (c->greenlet != current) continue;
-		if (!c->busy) return NULL;
-		uwsgi.wsgi_req = c->wsgi_req;
+		if (c->state == TW_CORE_IDLE) return NULL;
+		tw_core_enter(c);
 		return c;
 	}
 	return NULL;
@@ -114,10 +114,11 @@ static struct wsgi_request *tw_current_wsgi_req(void) {
 
 /*
  * Suspend the current (non-hub, non-core) greenlet with asyncio's own
- * readers and timers. The greenlet is switched back with a value saying what
- * happened: 1 for the fd, 0 for the timeout. Returns that, or -1.
+ * readers and timers until fd is ready (-1: none) or `deadline` (monotonic
+ * ns, 0: none) passes. The greenlet is switched back with the token of what
+ * happened. Returns 1 for the fd, 0 for the deadline, or -1.
  */
-int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
+int tw_green_wait(int fd, uint32_t events, uint64_t deadline) {
 	int ret = -1, reader = 0, wfd = -1;
 	PyObject *current = tw_greenlet_current();
 	PyObject *gswitch = NULL, *timer = NULL, *py_fd = NULL, *r = NULL;
@@ -142,8 +143,10 @@ int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms) {
 		Py_CLEAR(r);
 		reader = 1;
 	}
-	if (timeout_ms > 0 || fd < 0) {
-		timer = PyObject_CallMethod(utornado.aloop, "call_later", "dOO", timeout_ms > 0 ? timeout_ms / 1000.0 : 0.0, gswitch, utornado.token_timeout);
+	if (deadline || fd < 0) {
+		uint64_t now = tw_now_ns();
+		double delay = deadline > now ? (double) (deadline - now) / 1e9 : 0.0;
+		timer = PyObject_CallMethod(utornado.aloop, "call_later", "dOO", delay, gswitch, utornado.token_timeout);
 		if (!timer) goto end;
 	}
 	/* why the wait ended is which token came back; anything else is the
@@ -178,23 +181,29 @@ end:
 
 /* ---- uWSGI wait hooks ---- */
 
+/* uWSGI's wait hooks: 1 ready, 0 timed out, -1 error */
+static int hook_result(enum tw_wait_end end) {
+	if (end == TW_WAIT_ERROR && PyErr_Occurred()) PyErr_Print();
+	return end == TW_WAIT_READY ? 1 : end == TW_WAIT_ERROR ? -1 : 0;
+}
+
 /* Run a wait in the current core, or outside one; clear any Python error so
  * the C caller, which knows nothing of Python, gets a plain -1. */
-static int wait_fds(int fd0, int fd1, uint32_t events, int64_t timeout_ms) {
+static int wait_fd(int fd, uint32_t events, int timeout) {
+	uint64_t deadline = tw_deadline_after(timeout);
 	struct tw_core *c = tw_current_core();
-	int ret;
-	if (c) ret = tw_core_wait(c, fd0, fd1, events, timeout_ms);
-	else ret = tw_green_wait(fd0, events, timeout_ms);
+	if (c) return hook_result(tw_wait_fds(c, fd, -1, events, deadline));
+	int ret = tw_green_wait(fd, events, deadline);
 	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
 	return ret;
 }
 
 static int tw_wait_read_hook(int fd, int timeout) {
-	return wait_fds(fd, -1, TW_READ, (int64_t) timeout * 1000);
+	return wait_fd(fd, TW_READ, timeout);
 }
 
 static int tw_wait_write_hook(int fd, int timeout) {
-	return wait_fds(fd, -1, TW_WRITE, (int64_t) timeout * 1000);
+	return wait_fd(fd, TW_WRITE, timeout);
 }
 
 static int tw_wait_read2_hook(int fd0, int fd1, int timeout, int *fd) {
@@ -203,15 +212,18 @@ static int tw_wait_read2_hook(int fd0, int fd1, int timeout, int *fd) {
 		uwsgi_log("[tornado] wait_read2 outside of a request is not supported\n");
 		return -1;
 	}
-	int ret = tw_core_wait(c, fd0, fd1, TW_READ, (int64_t) timeout * 1000);
-	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
-	if (ret > 0) *fd = c->woken_by;
+	int ret = hook_result(tw_wait_fds(c, fd0, fd1, TW_READ, tw_deadline_after(timeout)));
+	if (ret > 0) *fd = c->wait.woken_by;
 	return ret;
 }
 
 /* uWSGI's contract: 0 when the time passed, -1 otherwise */
 static int tw_wait_milliseconds_hook(int timeout) {
-	int ret = wait_fds(-1, -1, 0, timeout > 0 ? timeout : 1);
+	uint64_t deadline = tw_deadline_after((timeout > 0 ? timeout : 1) / 1e3);
+	struct tw_core *c = tw_current_core();
+	if (c) return tw_wait_until(c, deadline) == TW_WAIT_READY ? 0 : -1;
+	int ret = tw_green_wait(-1, 0, deadline);
+	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
 	return ret == 0 ? 0 : -1;
 }
 
@@ -235,21 +247,25 @@ static void tw_schedule_to_main(struct wsgi_request *wsgi_req) {
 		uwsgi_log("[tornado] suspend called outside of its request greenlet, ignored\n");
 		return;
 	}
-	int64_t timeout_ms = 0;
-	if (wsgi_req->async_timeout) {
-		/* uWSGI keeps these in whole seconds of uwsgi_now() */
-		int64_t left = (int64_t) wsgi_req->async_timeout->value - (int64_t) uwsgi_now();
-		timeout_ms = left > 0 ? left * 1000 : 1;
+	enum tw_wait_end end;
+	if (!wsgi_req->waiting_fds && !wsgi_req->async_timeout) {
+		end = tw_yield(c);
 	}
-	c->legacy = wsgi_req->waiting_fds || wsgi_req->async_timeout;
-	int ret = tw_core_wait(c, -1, -1, 0, timeout_ms);
-	if (c->legacy && ret == 0) {
-		/* our timer fired first: tell the app through uWSGI's own flag */
-		async_reset_request(wsgi_req);
-		wsgi_req->async_timed_out = 1;
+	else {
+		uint64_t deadline = 0;
+		if (wsgi_req->async_timeout) {
+			/* uWSGI keeps these in whole seconds of uwsgi_now() */
+			int64_t left = (int64_t) wsgi_req->async_timeout->value - (int64_t) uwsgi_now();
+			deadline = tw_deadline_after(left > 0 ? (double) left : 0.001);
+		}
+		end = tw_wait_async_api(c, deadline);
+		if (end == TW_WAIT_TIMEOUT) {
+			/* our timer fired first: tell the app through uWSGI's own flag */
+			async_reset_request(wsgi_req);
+			wsgi_req->async_timed_out = 1;
+		}
 	}
-	c->legacy = 0;
-	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
+	if (end == TW_WAIT_ERROR && PyErr_Occurred()) PyErr_Print();
 }
 
 /* uwsgi.async_queue got events: wake the cores that registered those fds */
@@ -268,7 +284,7 @@ static void tw_on_legacy_event(int queue, void *unused) {
 		async_reset_request(wsgi_req);
 		wsgi_req->async_ready_fd = 1;
 		wsgi_req->async_last_ready_fd = fd;
-		if (c->legacy) tw_wake(c, c->gen);
+		if (c->wait.kind == TW_WAIT_ASYNC_API) tw_wake(c, c->wait.gen, TW_WAIT_READY);
 	}
 }
 
@@ -292,12 +308,12 @@ int tw_legacy_init(void) {
 static PyObject *py_tw_async_sleep(PyObject *self, PyObject *arg) {
 	double seconds = PyFloat_AsDouble(arg);
 	if (seconds == -1.0 && PyErr_Occurred()) return NULL;
-	int64_t ms = seconds > 0 ? (int64_t) (seconds * 1000.0 + 0.5) : 0;
+	uint64_t deadline = tw_deadline_after(seconds);
 	struct tw_core *c = tw_current_core();
 	int ret;
 	if (c) {
-		/* ms == 0 yields to the loop once */
-		ret = tw_core_wait(c, -1, -1, 0, ms);
+		/* no deadline (0 s) yields to the loop once */
+		ret = tw_wait_until(c, deadline) == TW_WAIT_ERROR ? -1 : 0;
 	}
 	else {
 		PyObject *current = tw_greenlet_current();
@@ -305,7 +321,7 @@ static PyObject *py_tw_async_sleep(PyObject *self, PyObject *arg) {
 		if (current == utornado.hub) {
 			return PyErr_Format(PyExc_RuntimeError, "uwsgi.async_sleep() cannot suspend the IOLoop itself: call it from a request or a greenlet");
 		}
-		ret = tw_green_wait(-1, 0, ms);
+		ret = tw_green_wait(-1, 0, deadline);
 	}
 	if (ret < 0) {
 		if (!PyErr_Occurred()) PyErr_SetString(PyExc_OSError, "uwsgi.async_sleep(): unable to wait");

@@ -195,7 +195,7 @@ static int write_all(struct tw_core *c, const char *buf, size_t len) {
 			break;
 		}
 		if (r < 0) break;
-		if (tw_core_wait(c, wsgi_req->fd, -1, TW_WRITE, (int64_t) uwsgi.socket_timeout * 1000) <= 0) break;
+		if (tw_wait_fds(c, wsgi_req->fd, -1, TW_WRITE, tw_deadline_after(uwsgi.socket_timeout)) != TW_WAIT_READY) break;
 	}
 	wsgi_req->write_pos = saved;
 	return ret;

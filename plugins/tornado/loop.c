@@ -86,12 +86,35 @@ static void tw_put_wsgi_req(struct wsgi_request *wsgi_req) {
 	uwsgi.async_queue_unused[uwsgi.async_queue_unused_ptr] = wsgi_req;
 }
 
-static void tw_core_free(struct tw_core *c) {
-	tw_conn_end(c);
-	c->busy = 0;
-	utornado.busy--;
-	tw_put_wsgi_req(c->wsgi_req);
-	tw_core_released();
+/*
+ * A core's state, one way in: idle -> head (accepted, or kept alive after a
+ * response) -> app (a complete head passed) -> head ... -> closing (the
+ * connection ends) -> idle (freed). The heads list (deadlines.c) holds
+ * exactly the cores in TW_CORE_HEAD, and utornado.busy counts the cores
+ * that are not idle.
+ */
+static void core_enter(struct tw_core *c, enum tw_core_state state) {
+	enum tw_core_state from = c->state;
+	if (from == state) return;
+	if (from == TW_CORE_HEAD) tw_head_end(c);
+	if (from == TW_CORE_IDLE) utornado.busy++;
+	c->state = state;
+	switch (state) {
+	case TW_CORE_HEAD:
+		/* a full worker that stopped watching its listen sockets watches
+		 * them again, so that a new connection can shed this one */
+		tw_head_begin(c);
+		if (!utornado.accepting) tw_accept_resume();
+		break;
+	case TW_CORE_IDLE:
+		tw_conn_end(c);
+		utornado.busy--;
+		tw_put_wsgi_req(c->wsgi_req);
+		tw_core_released();
+		break;
+	default:
+		break;
+	}
 }
 
 /* Close the connection --http11-socket keeps open for the core's next request. */
@@ -143,9 +166,9 @@ static void tw_serve_one(struct tw_core *c) {
 		}
 		/* bounded by --socket-timeout per read and by the head deadline
 		 * (deadlines.c) overall: a silent or dribbling client loses its core */
-		if (tw_core_wait(c, wsgi_req->fd, -1, TW_READ, (int64_t) uwsgi.socket_timeout * 1000) <= 0) goto broken;
+		if (tw_wait_fds(c, wsgi_req->fd, -1, TW_READ, tw_deadline_after(uwsgi.socket_timeout)) != TW_WAIT_READY) goto broken;
 	}
-	tw_head_end(c);
+	core_enter(c, TW_CORE_APP);
 	if (c->http) {
 		/* strict framing (framing.c) on the raw head, still in the parser's buffer */
 		struct tw_http_verdict v = tw_http_check_head(wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains,
@@ -165,7 +188,6 @@ static void tw_serve_one(struct tw_core *c) {
 	if (uwsgi_apply_routes(wsgi_req) == UWSGI_ROUTE_BREAK) goto done;
 #endif
 	for (;;) {
-		uwsgi.wsgi_req = wsgi_req;
 		wsgi_req->async_status = uwsgi.p[wsgi_req->uh->modifier1]->request(wsgi_req);
 		if (wsgi_req->async_status <= UWSGI_OK) break;
 		/* the app yielded: let the others run */
@@ -176,7 +198,6 @@ static void tw_serve_one(struct tw_core *c) {
 #ifdef UWSGI_ROUTING
 done:
 #endif
-	uwsgi.wsgi_req = wsgi_req;
 	async_reset_request(wsgi_req);
 	tw_ws_end(c);
 	int answered = wsgi_req->headers != NULL || wsgi_req->headers_sent || wsgi_req->response_size;
@@ -191,18 +212,9 @@ done:
 broken:
 	/* the client went away, timed out or sent garbage before a request
 	 * existed: nothing to log or account, just free what parsing took */
-	tw_head_end(c);
-	uwsgi.wsgi_req = wsgi_req;
+	core_enter(c, TW_CORE_CLOSING);
 	async_reset_request(wsgi_req);
 	uwsgi_destroy_request(wsgi_req);
-}
-
-/* The connection waits for a request head (deadlines.c keeps the list):
- * a full worker that stopped watching its listen sockets watches them again,
- * so that a new connection can shed this one. */
-static void head_begin(struct tw_core *c) {
-	tw_head_begin(c);
-	if (!utornado.accepting) tw_accept_resume();
 }
 
 /* Serve a connection until it closes: one request, or many with keep-alive. */
@@ -210,7 +222,6 @@ static void tw_serve(struct tw_core *c) {
 	struct wsgi_request *wsgi_req = c->wsgi_req;
 	struct uwsgi_socket *sock = wsgi_req->socket;
 	int id = c->id;
-	head_begin(c);
 	for (c->conn_requests = 0;; c->conn_requests++) {
 		tw_serve_one(c);
 		/* --http11-socket keeps the connection in sock->retry[core] */
@@ -218,31 +229,33 @@ static void tw_serve(struct tw_core *c) {
 		wsgi_req_setup(wsgi_req, id, sock);
 		/* waits (in this greenlet) for the next request, up to --socket-timeout
 		 * and the head deadline; shedding and a drain end the wait early */
-		head_begin(c);
-		int refused = wsgi_req_simple_accept(wsgi_req, sock->fd);
-		if (refused) {
-			tw_head_end(c);
-			break;
-		}
+		core_enter(c, TW_CORE_HEAD);
+		if (wsgi_req_simple_accept(wsgi_req, sock->fd)) break;
 		uwsgi.workers[uwsgi.mywid].cores[id].in_request = 1;
 		wsgi_req->start_of_request = uwsgi_micros();
 		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
 	}
 	/* draining with an idle keep-alive connection: close it */
+	core_enter(c, TW_CORE_CLOSING);
 	tw_drop_keepalive(sock, id);
 	uwsgi.workers[uwsgi.mywid].cores[id].in_request = 0;
-	tw_core_free(c);
+	core_enter(c, TW_CORE_IDLE);
 }
 
-/* The body of a core's greenlet: serve, park in the hub, serve again. */
+/* The body of a core's greenlet: serve, park in the hub, serve again. Only
+ * an accept (which moves the core out of idle before switching in) ends the
+ * parking: a switch into a parked core by anyone else (a callback the app
+ * left behind, me.switch() after its request) goes straight back. */
 static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
 	for (;;) {
 		tw_serve(c);
-		PyObject *ret = tw_greenlet_switch(utornado.hub);
-		/* NULL: the greenlet is being killed (worker exit) */
-		if (!ret) return NULL;
-		Py_DECREF(ret);
+		do {
+			PyObject *ret = tw_greenlet_switch(utornado.hub);
+			/* NULL: the greenlet is being killed (worker exit) */
+			if (!ret) return NULL;
+			Py_DECREF(ret);
+		} while (c->state == TW_CORE_IDLE);
 	}
 }
 
@@ -260,12 +273,11 @@ static void tw_core_start(struct tw_core *c) {
 			uwsgi_log("[tornado] unable to create the greenlet of core %d\n", c->id);
 			uwsgi_destroy_request(c->wsgi_req);
 			uwsgi.workers[uwsgi.mywid].cores[c->id].in_request = 0;
-			tw_core_free(c);
+			core_enter(c, TW_CORE_IDLE);
 			return;
 		}
 	}
-	uwsgi.wsgi_req = c->wsgi_req;
-	PyObject *ret = tw_greenlet_switch(c->greenlet);
+	PyObject *ret = tw_core_switch(c);
 	if (!ret) {
 		uwsgi_log("[tornado] core %d failed\n", c->id);
 		PyErr_Print();
@@ -304,8 +316,7 @@ static void tw_on_listen(int fd, void *data) {
 		wsgi_req->start_of_request = uwsgi_micros();
 		wsgi_req->start_of_request_in_sec = wsgi_req->start_of_request / 1000000;
 		struct tw_core *c = &utornado.core[wsgi_req->async_id];
-		c->busy = 1;
-		utornado.busy++;
+		core_enter(c, TW_CORE_HEAD);
 		tw_core_start(c);
 	}
 }

@@ -12,6 +12,8 @@
  * worker in memory shared with the master and registers, for each worker N:
  *
  *   worker.N.tornado.busy_cores           cores owning a connection
+ *   worker.N.tornado.head_cores           of those, connections that have not sent a complete
+ *                                         request head (new, or idle between keep-alive requests)
  *   worker.N.tornado.fd_waiting_cores     cores suspended on a file descriptor
  *   worker.N.tornado.timer_waiting_cores  cores suspended on a timer only
  *   worker.N.tornado.ready_queue          cores queued to run on the next iteration
@@ -106,6 +108,7 @@ void tw_metrics_register(void) {
 	for (wid = 1; wid <= uwsgi.numproc; wid++) {
 		struct tw_metrics *m = &tw_shared[wid];
 		tw_metric(wid, "busy_cores", UWSGI_METRIC_GAUGE, "ptr", &m->busy_cores, NULL);
+		tw_metric(wid, "head_cores", UWSGI_METRIC_GAUGE, "ptr", &m->head_cores, NULL);
 		tw_metric(wid, "fd_waiting_cores", UWSGI_METRIC_GAUGE, "ptr", &m->fd_waiting_cores, NULL);
 		tw_metric(wid, "timer_waiting_cores", UWSGI_METRIC_GAUGE, "ptr", &m->timer_waiting_cores, NULL);
 		tw_metric(wid, "ready_queue", UWSGI_METRIC_GAUGE, "ptr", &m->ready_queue, NULL);
@@ -138,19 +141,33 @@ void tw_metrics_worker_init(void) {
  * worker's periodic check. */
 void tw_metrics_sample(void) {
 	if (utornado.metrics == &tw_unshared) return;
-	int64_t fd_waiting = 0, timer_waiting = 0, ready = 0;
+	int64_t head = 0, fd_waiting = 0, timer_waiting = 0, ready = 0;
 	int i;
 	for (i = 0; i < utornado.cores; i++) {
 		struct tw_core *c = &utornado.core[i];
-		if (!c->suspended) continue;
-		if (c->fds[0] >= 0 || c->fds[1] >= 0 || (c->legacy && c->wsgi_req->waiting_fds)) fd_waiting++;
-		else if (c->heap_idx >= 0) timer_waiting++;
+		if (c->state == TW_CORE_HEAD) head++;
+		if (!tw_core_suspended(c)) continue;
+		switch (c->wait.kind) {
+		case TW_WAIT_FD:
+			fd_waiting++;
+			break;
+		case TW_WAIT_ASYNC_API:
+			if (c->wsgi_req->waiting_fds) fd_waiting++;
+			else if (c->wait.heap_idx >= 0) timer_waiting++;
+			break;
+		case TW_WAIT_TIMER:
+			timer_waiting++;
+			break;
+		default:
+			break;
+		}
 	}
 	struct tw_core *c;
 	for (c = utornado.ready_head; c; c = c->next_ready) ready++;
 	struct tw_metrics *m = utornado.metrics;
 	struct tw_counters *k = &utornado.counters;
 	m->busy_cores = utornado.busy;
+	m->head_cores = head;
 	m->fd_waiting_cores = fd_waiting;
 	m->timer_waiting_cores = timer_waiting;
 	m->ready_queue = ready;

@@ -82,15 +82,55 @@ enum tw_phase {
 
 struct tw_ws;
 
+/* What a core is doing with its connection; loop.c moves it (core_enter). */
+enum tw_core_state {
+	TW_CORE_IDLE = 0,             /* free: no connection */
+	TW_CORE_HEAD,                 /* the connection has not delivered a complete request head
+	                               * (new, or kept alive between requests): on the heads list */
+	TW_CORE_APP,                  /* a request: routing, the app, the response */
+	TW_CORE_CLOSING,              /* the connection ends (a broken head, or after the last response) */
+};
+
+/* What a suspended core waits for (event.c). */
+enum tw_wait_kind {
+	TW_WAIT_NONE = 0,             /* not waiting */
+	TW_WAIT_FD,                   /* tw_wait_fds: one or two fds, until a deadline */
+	TW_WAIT_TIMER,                /* tw_wait_until: a deadline only */
+	TW_WAIT_YIELD,                /* tw_yield: the next loop iteration */
+	TW_WAIT_ASYNC_API,            /* tw_wait_async_api: the waits the request registered with
+	                               * uWSGI's core async API (uwsgi.wait_fd_read, async timeouts) */
+};
+
+/* Why a wait ended: set by whoever ended it, returned by the wait. */
+enum tw_wait_end {
+	TW_WAIT_ERROR = -1,           /* nothing could be watched, or an exception was thrown in (left set) */
+	TW_WAIT_READY = 0,            /* an fd is ready (wait.woken_by), the loop came round, the async API's event */
+	TW_WAIT_TIMEOUT,              /* its deadline passed */
+	TW_WAIT_CANCELLED,            /* ended by the engine: a shed or drained connection, a websocket drain */
+};
+
+/* The one wait of a core. gen is bumped once, when a wait starts; every
+ * wake-up source carries the gen it was armed with, so one that belongs to
+ * an earlier wait (a late epoll event, a timer racing an fd) is dropped. */
+struct tw_wait {
+	enum tw_wait_kind kind;
+	enum tw_wait_end end;
+	uint32_t gen;
+	int fds[2];                   /* registered in the epoll for this wait (-1: nothing) */
+	int dup_fds[2];               /* dup()s made because the fd was already watched */
+	int woken_by;                 /* the fd that ended it, -1: none */
+	uint64_t deadline;            /* monotonic ns, 0: none; in the timer heap while heap_idx >= 0 */
+	int heap_idx;
+};
+
 /* One per async core, allocated once per worker. */
 struct tw_core {
 	int id;
+	enum tw_core_state state;
 	struct wsgi_request *wsgi_req;
 	PyObject *greenlet;     /* owned: the core's greenlet, serves request after request */
 	PyObject *waiter;       /* owned while suspended: the greenlet to switch back to */
-	uint32_t gen;           /* bumped when a wait starts and when it ends */
-	int suspended;          /* in tw_suspend(), waiting for a wake-up */
-	int fds[2];             /* what the current wait registered in the epoll (-1: nothing) */
+	struct tw_wait wait;    /* event.c */
 	/* the connection's fd stays registered (edge-triggered, in and out) from
 	 * the core's first wait on it until the core is freed: a wait on it costs
 	 * no epoll_ctl; readiness seen while nobody waited is kept in conn_ready */
@@ -98,23 +138,15 @@ struct tw_core {
 	uint32_t conn_gen;      /* bumped per registration, carried in its tag */
 	uint32_t conn_wait;     /* the events the current wait wants of it (0: not waiting on it) */
 	uint32_t conn_ready;    /* EPOLLIN/EPOLLOUT seen and not yet waited for */
-	int dup_fds[2];         /* dup()s we made because the fd was already watched */
-	int woken_by;           /* fd that ended the wait, -1 when it was the timer */
-	int timed_out;
-	int legacy;             /* the wait is one of the core async API (waiting_fds/async_timeout) */
-	uint64_t deadline;      /* monotonic ns, meaningful while heap_idx >= 0 */
-	int heap_idx;
 	int queued;             /* in the ready queue */
 	uint32_t queued_gen;
 	struct tw_core *next_ready;
-	int busy;               /* owns a connection */
 	time_t running_since;   /* the app runs a request since then (0: it does not) */
 	struct tw_core *run_prev; /* deadlines.c: the cores running the app, oldest first (harakiri) */
 	struct tw_core *run_next;
 	uint64_t ready_at;      /* monotonic ns since when the core could run (0: unknown), for the loop lag */
-	/* deadlines.c: a connection that has not delivered its request head yet
-	 * (new, or kept alive between requests) is on the heads list, oldest first */
-	uint64_t head_deadline; /* monotonic ns; 0: not waiting for a request head */
+	/* deadlines.c: a core in TW_CORE_HEAD is on the heads list, oldest first */
+	uint64_t head_deadline; /* monotonic ns; 0: none (--tornado-head-timeout 0) */
 	uint64_t body_since;    /* monotonic ns: the app's first wait for body bytes, 0 before */
 	struct tw_core *head_prev;
 	struct tw_core *head_next;
@@ -157,6 +189,7 @@ struct tw_counters {
 struct tw_metrics {
 	/* gauges, published once a second */
 	int64_t busy_cores;
+	int64_t head_cores;
 	int64_t fd_waiting_cores;
 	int64_t timer_waiting_cores;
 	int64_t ready_queue;
@@ -224,6 +257,11 @@ struct uwsgi_tornado {
 };
 
 extern struct uwsgi_tornado utornado;
+
+/* suspended in a wait: the hub may wake it */
+static inline int tw_core_suspended(const struct tw_core *c) {
+	return c->waiter != NULL;
+}
 extern struct uwsgi_server uwsgi;
 extern struct uwsgi_python up;
 
@@ -248,13 +286,18 @@ int tw_watch_handler(int fd, tw_fd_handler fn);
 void tw_timer_start(struct tw_core *, uint64_t deadline_ns);
 void tw_timer_stop(struct tw_core *);
 void tw_resume_soon(struct tw_core *);
-int tw_core_wait(struct tw_core *, int fd0, int fd1, uint32_t events, int64_t timeout_ms);
+uint64_t tw_deadline_after(double seconds);
+enum tw_wait_end tw_wait_fds(struct tw_core *, int fd0, int fd1, uint32_t events, uint64_t deadline);
+enum tw_wait_end tw_wait_until(struct tw_core *, uint64_t deadline);
+enum tw_wait_end tw_yield(struct tw_core *);
+enum tw_wait_end tw_wait_async_api(struct tw_core *, uint64_t deadline);
+PyObject *tw_core_switch(struct tw_core *);
+void tw_core_enter(struct tw_core *);
 void tw_conn_end(struct tw_core *);
 void tw_set_wait_limit(tw_wait_limit_fn);
 void tw_linger(struct tw_core *, int fd);
 void tw_linger_sweep(void);
-int tw_suspend(struct tw_core *);
-void tw_wake(struct tw_core *, uint32_t gen);
+void tw_wake(struct tw_core *, uint32_t gen, enum tw_wait_end);
 PyObject *tw_loop_call(PyObject *method, PyObject *arg0, PyObject *arg1);
 
 /* loop.c */
@@ -271,7 +314,7 @@ void tw_hooks_install(void);
 int tw_legacy_init(void);
 struct tw_core *tw_current_core(void);
 void tw_core_set_greenlet(struct tw_core *, PyObject *greenlet);
-int tw_green_wait(int fd, uint32_t events, int64_t timeout_ms);
+int tw_green_wait(int fd, uint32_t events, uint64_t deadline);
 void tw_replace_module_functions(void);
 
 /* signals.c */

@@ -54,7 +54,7 @@
  * Nothing is allocated per frame: frames are parsed out of the session's
  * input buffer, control payloads go to a 125-byte array, outgoing frames are
  * assembled in a per-session buffer. All of it runs in the request's own
- * greenlet; waits are tw_core_wait() on the core's fd and timer.
+ * greenlet; waits are tw_wait_fds() on the core's fd and timer.
  */
 #include "tornado.h"
 
@@ -308,20 +308,14 @@ static void release_big(struct tw_ws *ws) {
 /* Wait for the connection until `deadline` (monotonic ns, 0: none): 1 ready,
  * 0 timeout or woken by a drain, -1 error (a Python exception may be set). */
 static int ws_wait(struct tw_core *c, struct tw_ws *ws, uint32_t events, uint64_t deadline) {
-	int64_t ms = 0;
-	if (deadline) {
-		uint64_t now = tw_now_ns();
-		if (deadline <= now) return 0;
-		ms = (int64_t) ((deadline - now + 999999) / 1000000);
-	}
 	if (events == TW_WRITE) {
-		int64_t limit = (int64_t) uwsgi.socket_timeout * 1000;
-		if (!ms || ms > limit) ms = limit;
+		uint64_t limit = tw_deadline_after(uwsgi.socket_timeout);
+		if (!deadline || (limit && limit < deadline)) deadline = limit;
 	}
 	ws->waiting = events == TW_READ;
-	int ret = tw_core_wait(c, c->wsgi_req->fd, -1, events, ms);
+	enum tw_wait_end end = tw_wait_fds(c, c->wsgi_req->fd, -1, events, deadline);
 	ws->waiting = 0;
-	return ret;
+	return end == TW_WAIT_READY ? 1 : end == TW_WAIT_ERROR ? -1 : 0;
 }
 
 /* Write a whole buffer through the socket's protocol (TLS included). */
@@ -994,14 +988,10 @@ int tw_ws_drain(void) {
 	for (i = 0; i < utornado.cores; i++) {
 		struct tw_core *c = &utornado.core[i];
 		struct tw_ws *ws = c->ws;
-		if (!ws || ws->state != WS_OPEN || ws->going_away || !c->busy || ws->request != c->wsgi_req->start_of_request) continue;
+		if (!ws || ws->state != WS_OPEN || ws->going_away || c->state != TW_CORE_APP || ws->request != c->wsgi_req->start_of_request) continue;
 		ws->going_away = 1;
 		told++;
-		if (ws->waiting && c->suspended) {
-			c->timed_out = 1;
-			c->woken_by = -1;
-			tw_wake(c, c->gen);
-		}
+		if (ws->waiting && tw_core_suspended(c)) tw_wake(c, c->wait.gen, TW_WAIT_CANCELLED);
 	}
 	return told;
 }

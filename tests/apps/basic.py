@@ -50,6 +50,9 @@ def application(environ, start_response):
         started = time.monotonic()
         uwsgi.async_sleep(0.5)
         return text(start_response, "%.3f" % (time.monotonic() - started))
+    if path == "/stale-switch":  # a callback that switches into this greenlet after the request ended
+        IOLoop.current().call_later(float(query(environ, "after", "0.3")), greenlet.getcurrent().switch, "stale")
+        return text(start_response, "left a callback behind")
     if path == "/suspend":
         for _ in range(3):
             uwsgi.suspend()
