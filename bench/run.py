@@ -234,13 +234,15 @@ def run_one(engine: str, workload: str, seconds: int, backend_url: str, c10k: tu
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one short round of hello, io and c10k")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, help="default 3 (--quick: 1)")
+    parser.add_argument("--seconds", type=int, help="default 4 (--quick: 2)")
+    parser.add_argument("--engines", help="only these engines, comma-separated (e.g. ours,ours-pypy,granian)")
     args = parser.parse_args()
-    rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
+    rounds = args.rounds or (1 if args.quick else 3)
+    seconds = args.seconds or (2 if args.quick else 4)
     workloads = ["hello", "io", "c10k"] if args.quick else list(WORKLOADS)
     c10k = (2, 3) if args.quick else (C10K_RAMP, C10K_WINDOW)
-    engines = [e for e in ENGINES if available(e)]
+    engines = [e for e in ENGINES if available(e) and (not args.engines or e in args.engines.split(","))]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     RESULTS.mkdir(parents=True, exist_ok=True)
