@@ -2,6 +2,15 @@
 # Every version comes from requirements.txt.
 
 PYTHON ?= python3
+# PyPy (make PYTHON=pypy3): its own venv and builds under build/pypy (section "PyPy" below); no [asgi] section there (the ASGI bridge is CPython only)
+ifneq ($(findstring pypy,$(notdir $(PYTHON))),)
+PYPY := 1
+VENV ?= build/pypy/venv
+BUILD ?= build/pypy
+# no gevent, granian, nginx's deployment clients there: the engine, the examples and the tests
+SKIP_REQ ?= benchmarks deployment asgi
+TEST_SERVICES ?=
+endif
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 BUILD ?= build
@@ -20,7 +29,7 @@ SKIP_REQ ?=
 # what make test starts besides uWSGI (the Debian roots pass TEST_SERVICES= : no deployment tests there)
 TEST_SERVICES ?= services
 
-.PHONY: all plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak autobahn clean distclean
+.PHONY: all pypy-packages bench-pypy plugin plugin-for-binary debian-packages run test test-install test-debug test-matrix matrix-tools debug tools services bench bench-quick bench-memory soak autobahn clean distclean
 
 all: $(VENV_UWSGI)
 
@@ -43,19 +52,21 @@ $(SRC)/.unpacked: requirements.txt | $(VENV)/.installed
 # build_uwsgi(output dir, extra CFLAGS, embedded plugins, LDFLAGS): keep the plugin
 # sources this build used next to its binary (uwsgiplugin.py compiles its own copy
 # in $(SRC)/tornado_plugin_build), then build
+# (optional: 5 the profile in buildconf/, default tornado.ini; 6 the Python that runs uwsgiconfig.py)
 define build_uwsgi
 	rm -rf $(1)/plugin && mkdir -p $(1)/plugin && cp -r plugins/tornado $(1)/plugin/
 	cd $(SRC) && CFLAGS="-I$(abspath $(VENV))/include/site/python$(PYVER) $(2)" LDFLAGS="$(4)" \
 		UWSGI_EMBED_PLUGINS="$(3)" \
-		UWSGI_PROFILE=$(abspath buildconf/tornado.ini) UWSGI_BIN_NAME=$(abspath $(1))/uwsgi \
+		UWSGI_PROFILE=$(abspath buildconf/$(or $(5),tornado.ini)) UWSGI_BIN_NAME=$(abspath $(1))/uwsgi \
 		UWSGI_FORCE_REBUILD=1 CPUCOUNT=2 \
-		$(abspath $(VPY)) uwsgiconfig.py --build > $(abspath $(1))/build.log 2>&1 \
+		$(or $(6),$(abspath $(VPY))) uwsgiconfig.py --build > $(abspath $(1))/build.log 2>&1 \
 		|| (tail -40 $(abspath $(1))/build.log; exit 1)
 endef
 
 PYVER = $(shell $(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 EMBED = tornado=$(abspath $(1))/plugin/tornado,greenlet
 
+ifndef PYPY
 $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/release,-O2,$(call EMBED,$(BUILD)/release))
 
@@ -63,6 +74,7 @@ $(BUILD)/release/uwsgi: $(SRC)/.unpacked $(PLUGIN_FILES) buildconf/tornado.ini
 $(VENV_UWSGI): $(BUILD)/release/uwsgi
 	rm -f $@ && cp $< $@
 	cp $(SRC)/uwsgidecorators.py $$($(VPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/
+endif
 
 # ---- debug build: -O0 -g and AddressSanitizer (the plugin builds with -Wall -Werror always) ----
 debug: $(UWSGI_DEBUG)
@@ -125,6 +137,43 @@ debian-packages:
 	dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get -o DPkg::Lock::Timeout=600 update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $(DEBIAN_PACKAGES))
 
+# ---- PyPy: make PYTHON=pypy3 (Debian's pypy3, pypy3-dev, pypy3-venv) ----
+# uWSGI's pypy plugin with the loader of the engine (buildconf/tornado-pypy.ini),
+# then the engine itself, built by that binary as a plugin against PyPy's
+# cpyext and opened by the loader from next to the binary
+# (plugins/tornado/pyimpl.h says why). The system's pypy3 runs uwsgiconfig.py,
+# so the pypy plugin's default --pypy-home is its prefix (/usr); the app's
+# packages come from the venv (--pypy-pp, see PYPY_ARGS).
+ifdef PYPY
+PYPY_PACKAGES := pypy3 pypy3-dev pypy3-venv
+PYPY_LIB = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LDLIBRARY"))')
+PYPY_LIBPATH = $(firstword $(wildcard $(addsuffix /$(PYPY_LIB),/usr/lib/$(shell gcc -dumpmachine) /usr/lib /usr/local/lib)))
+PYPY_SITE = $(shell $(VPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+# what a PyPy uWSGI needs besides the options of a CPython one (make run, tests/conftest.py)
+PYPY_ARGS = --pypy-lib $(PYPY_LIBPATH) --pypy-pp $(PYPY_SITE)
+
+pypy-packages:
+	dpkg -s $(PYPY_PACKAGES) >/dev/null 2>&1 || (apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $(PYPY_PACKAGES))
+
+$(VENV)/.installed: | pypy-packages
+
+# (the binary holds only the loader: the engine's sources rebuild the engine alone)
+$(BUILD)/release/uwsgi: $(SRC)/.unpacked plugins/tornado/pypy_loader.c plugins/tornado/uwsgiplugin.py buildconf/tornado-pypy.ini
+	$(call build_uwsgi,$(BUILD)/release,-O2,tornado=$(abspath $(BUILD))/release/plugin/tornado,,tornado-pypy.ini,$(PYTHON))
+
+$(BUILD)/release/tornado_pypy_plugin.so: $(BUILD)/release/uwsgi $(PLUGIN_FILES)
+	rm -rf $(BUILD)/engine && mkdir -p $(BUILD)/engine && cp -r plugins/tornado $(BUILD)/engine/
+	cd $(SRC) && PYTHON=$$(command -v $(PYTHON)) $(abspath $<) --build-plugin "$(abspath $(BUILD))/engine/tornado tornado" \
+		> $(abspath $(BUILD))/engine/build.log 2>&1 || (tail -40 $(abspath $(BUILD))/engine/build.log; exit 1)
+	mv $(SRC)/tornado_plugin.so $@
+
+$(VENV_UWSGI): $(BUILD)/release/uwsgi $(BUILD)/release/tornado_pypy_plugin.so
+	rm -f $@ $(VENV)/bin/tornado_pypy_plugin.so
+	cp $(BUILD)/release/uwsgi $@ && cp $(BUILD)/release/tornado_pypy_plugin.so $(VENV)/bin/
+	cp $(SRC)/uwsgidecorators.py $(PYPY_SITE)/
+endif
+
 # ---- benchmarks ----
 # build/bench/uwsgi: our engine, greenlet and gevent in one binary;
 # build/upstream/uwsgi: uWSGI's own tornado plugin (from the same sdist), for comparison
@@ -135,7 +184,11 @@ $(BUILD)/upstream/uwsgi: $(SRC)/.unpacked buildconf/tornado.ini
 	$(call build_uwsgi,$(BUILD)/upstream,-O2,tornado$(COMMA)greenlet)
 
 COMMA := ,
-BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools
+BENCH_DEPS := $(VENV_UWSGI) $(BUILD)/bench/uwsgi $(BUILD)/upstream/uwsgi tools bench-pypy
+
+# ours on PyPy (bench/run.py: ours-pypy, in hello, io and c10k)
+bench-pypy:
+	$(MAKE) PYTHON=pypy3 all
 
 bench: $(BENCH_DEPS)
 	$(VPY) bench/run.py --rounds 2 --seconds 3
@@ -175,7 +228,11 @@ matrix-tools:
 
 # ---- run ----
 run: $(VENV_UWSGI)
+ifdef PYPY
+	$(VENV_UWSGI) --http-socket 127.0.0.1:9090 $(PYPY_ARGS) --pypy-wsgi-file examples/hello.py --tornado 100 --greenlet
+else
 	$(VENV_UWSGI) --http-socket 127.0.0.1:9090 --wsgi-file examples/hello.py --tornado 100 --greenlet
+endif
 
 # ---- tests ----
 # `make test PY=3.13`: the suite on another CPython, in its Debian root (matrix/run.py)
@@ -188,8 +245,9 @@ test: matrix-tools
 	$(PYTHON) matrix/run.py --pytest-args "$(PYTEST_ARGS)" $(PY)
 else
 # the plugin .so (and the stock uWSGI it is built with) only when tests/test_build.py runs
-test: $(VENV_UWSGI) $(if $(filter tests tests/ tests/test_build.py,$(TESTS)),$(PLUGIN_SO)) tools $(TEST_SERVICES)
+test: $(VENV_UWSGI) $(if $(PYPY),,$(if $(filter tests tests/ tests/test_build.py,$(TESTS)),$(PLUGIN_SO))) tools $(TEST_SERVICES)
 	STOCK_UWSGI=$(abspath $(STOCK)) PLUGIN_SO_PATH=$(abspath $(PLUGIN_SO)) UWSGI_VENV=$(abspath $(VENV)) \
+		$(if $(PYPY),UWSGI_PYPY_ARGS="$(PYPY_ARGS)") \
 		$(VPY) -m pytest $(PYTEST_ARGS) --ignore=tests/install $(TESTS)
 endif
 

@@ -33,11 +33,15 @@ VENV = ROOT / ".venv"
 PY = str(VENV / "bin" / "python")
 BENCH_UWSGI = str(ROOT / "build" / "bench" / "uwsgi")
 UPSTREAM_UWSGI = str(ROOT / "build" / "upstream" / "uwsgi")
+# ours on PyPy: make PYTHON=pypy3 (README: PyPy), the same app through the pypy plugin
+PYPY_VENV = ROOT / "build" / "pypy" / "venv"
+PYPY_UWSGI = str(PYPY_VENV / "bin" / "uwsgi")
 
 # engine -> (server, options, ENGINE for the app); server: a uWSGI binary, or
 # "tornado" (pure Tornado), "granian" or "gunicorn" from .venv/bin
 ENGINES = {
     "ours": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet"], "tornado"),
+    "ours-pypy": (PYPY_UWSGI, ["--tornado", "{cores}", "--greenlet"], "tornado"),
     "ours+uvloop": (BENCH_UWSGI, ["--tornado", "{cores}", "--greenlet", "--tornado-uvloop"], "tornado"),
     "upstream-tornado": (UPSTREAM_UWSGI, ["--tornado", "{cores}", "--greenlet"], "upstream"),
     "gevent": (BENCH_UWSGI, ["--gevent", "{cores}"], "gevent"),
@@ -55,14 +59,16 @@ PEERS = {"granian", "granian-512", "gunicorn-gevent"}
 WAITING = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "async+greenlet", "async+ugreen",
            "tornado-httpserver"} | PEERS
 BLOCKING_IO = {"ours", "ours+uvloop", "upstream-tornado", "gevent", "tornado-httpserver"} | PEERS
+# ours on PyPy runs hello, io and c10k only
+CPYTHON_ENGINES = set(ENGINES) - {"ours-pypy"}
 WORKLOADS = {
     "hello": ("/hello", 50, "--http-socket", 100, set(ENGINES)),
-    "c10k": ("/wait", 10000, "--http-socket", 10000, WAITING),
+    "c10k": ("/wait", 10000, "--http-socket", 10000, WAITING | {"ours-pypy"}),
     "proxy": ("/proxy", 50, "--http-socket", 100, {"ours", "ours+uvloop", "upstream-tornado", "tornado-httpserver"}),
-    "1mib": ("/mib", 50, "--http-socket", 100, set(ENGINES)),
-    "keepalive": ("/ka", 50, "--http11-socket", 100, set(ENGINES)),
+    "1mib": ("/mib", 50, "--http-socket", 100, CPYTHON_ENGINES),
+    "keepalive": ("/ka", 50, "--http11-socket", 100, CPYTHON_ENGINES),
     "c10k-keepalive": ("/wait?ka", 10000, "--http11-socket", 10000, WAITING),
-    "io": ("/io", 512, "--http11-socket", 1000, BLOCKING_IO),
+    "io": ("/io", 512, "--http11-socket", 1000, BLOCKING_IO | {"ours-pypy"}),
 }
 # the C10K runs measure steady state: one wrk run of C10K_RAMP + C10K_WINDOW
 # + 1 s; the 10,000 connections start together, so the first seconds come in
@@ -123,8 +129,13 @@ def server_args(engine: str, workload: str, port: int) -> list[str]:
     if server == "gunicorn":
         return [str(VENV / "bin" / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}", "--backlog", "4096",
                 "--keep-alive", "30", "--chdir", str(APPS), *options, "wsgi_bench:application"]
-    return [server, socket_opt, f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "wsgi_bench.py"),
-            "--virtualenv", str(VENV), "--disable-logging", "--listen", "4096",
+    if server == PYPY_UWSGI:  # the pypy plugin loads the app and finds its packages its own way
+        app = ["--pypy-lib", str(sorted(Path("/usr/lib").glob("*/libpypy3*-c.so"))[-1]),
+               "--pypy-pp", str(sorted(PYPY_VENV.glob("lib/pypy*/site-packages"))[-1]),
+               "--pypy-wsgi-file", str(APPS / "wsgi_bench.py")]
+    else:
+        app = ["--wsgi-file", str(APPS / "wsgi_bench.py"), "--virtualenv", str(VENV)]
+    return [server, socket_opt, f"127.0.0.1:{port}", *app, "--disable-logging", "--listen", "4096",
             "--max-fd", "20000", "--socket-timeout", "30", *options]
 
 
@@ -409,7 +420,22 @@ def summarize(samples: dict) -> dict:
             # an engine that failed the workload (errors, < 1 req/s) has no meaningful ratio
             served = row["rps"] >= 1 and row["errors"] <= row["rps"]
             row["ours_ratio"] = round(ours / row["rps"], 2) if served else None
+        pypy = table[workload].get("ours-pypy")
+        if pypy:  # ours on PyPy / ours on CPython, and / Granian (its default threads)
+            for key, engine in (("pypy_vs_ours", "ours"), ("pypy_vs_granian", "granian")):
+                other = table[workload].get(engine, {}).get("rps", 0)
+                pypy[key] = round(pypy["rps"] / other, 2) if other and pypy["ours_ratio"] is not None else None
     return table
+
+
+def pypy_line(workload: str, rows: dict) -> str:
+    """'ours on PyPy: 1.21x ours on CPython, 0.98x Granian', or '' when it did not run."""
+    pypy = rows.get("ours-pypy")
+    if not pypy:
+        return ""
+    ratio = {k: "-" if pypy.get(k) is None else f"{pypy[k]:.2f}x" for k in ("pypy_vs_ours", "pypy_vs_granian")}
+    return f"{workload}: ours on PyPy {pypy['rps']:.0f} req/s, {ratio['pypy_vs_ours']} ours on CPython, " \
+           f"{ratio['pypy_vs_granian']} Granian"
 
 
 def print_table(report: dict) -> None:
@@ -424,6 +450,8 @@ def print_table(report: dict) -> None:
             cpu = "-" if row.get("cpu_us_per_request") is None else f"{row['cpu_us_per_request']:.1f}"
             print(f"  {engine:18} {row['rps']:10.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
                   f"{row['rss_kib']:9.0f} {per_request:>8} {row['errors']:7d} {ratio:>7} {cpu:>10}")
+        if pypy_line(workload, rows):
+            print("  " + pypy_line(workload, rows))
 
 
 def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
@@ -449,6 +477,8 @@ def update_readme(report: dict, readme: Path = ROOT / "README.rst") -> None:
             lines.append(f"   {engine}, {row['rps']:.0f}, {row['p50_ms']:.2f}, {row['p99_ms']:.2f}, "
                          f"{row['rss_kib']:.0f}, {per_request}, {row['errors']}, {ratio}, {cpu}")
         lines.append("")
+        if pypy_line(workload, rows):
+            lines += [pypy_line(workload, rows) + ".", ""]
     text = readme.read_text()
     start, end = ".. bench-table-start", ".. bench-table-end"
     head, _, rest = text.partition(start)

@@ -1,9 +1,11 @@
-"""The test suite on every supported CPython: ``make test-matrix``, ``make test PY=3.13``.
+"""The test suite on every supported CPython and PyPy: ``make test-matrix``, ``make test PY=3.13``.
 
 The host's interpreter serves its own version; 3.10 and 3.12, which no
 reachable Debian suite ships, come from the machine image's pyenv and run on
 the host with a venv and uWSGI build of their own (``build/py<version>/``);
-every other version runs in a
+PyPy 3.9 (``pypy3.9``) is Debian's ``pypy3`` on the host, built by
+``make PYTHON=pypy3`` in ``build/pypy/``, and runs PYPY_TESTS; every other
+version runs in a
 minimal Debian root made with ``debootstrap`` under ``build/roots/<suite>``,
 made once and reused while its recipe (suite, mirror, packages) is unchanged.
 Inside a root the repository is bind-mounted (matrix/inroot.sh) and each
@@ -44,11 +46,17 @@ SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie", "3.14": "sid"
 # pyenv (built with a shared libpython and its headers): they run on the host,
 # each with its own venv and uWSGI build, like a root's
 PYENV = ["3.10", "3.12"]
-MATRIX = ["3.11", "3.9", "3.10", "3.12", "3.13", "3.14", "3.15"]
+# PyPy: Debian's pypy3 (apt, on the host), uWSGI's pypy plugin with the engine
+# (make PYTHON=pypy3, build/pypy/); its own suite below
+PYPY = {"pypy3.9": "pypy3"}
+MATRIX = ["3.11", "3.9", "3.10", "3.12", "3.13", "3.14", "3.15", "pypy3.9"]
 # the whole suite runs on the oldest and newest we build against, the core of it
 # elsewhere, so that `.ci/run` stays within its time budget (README: Supported versions)
 FULL = {"3.11", "3.15"}
 CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py"]
+# on PyPy, whole suite or core alike: the engine, its lifecycle, the glue, websockets,
+# metrics and the slow-client rules (README: PyPy says what else differs there)
+PYPY_TESTS = CORE + ["tests/test_websocket.py", "tests/test_metrics.py", "tests/test_slow_clients.py"]
 # the deployment tests need nginx, PostgreSQL, Redis and Chromium ("make services")
 # and the [deployment] packages: they run on the host only
 HOST_ONLY = ["tests/test_asyncio_clients.py", "tests/test_browser.py", "tests/test_deploy_nginx.py",
@@ -173,6 +181,8 @@ def make_vars(version: str, where: str) -> list[str]:
     or from pyenv; none for the host's own interpreter."""
     if where == "host":
         return []
+    if where == "pypy":  # the Makefile's PyPy section picks build/pypy and its venv
+        return [f"PYTHON={PYPY[version]}"]
     build = f"build/py{version}"
     python = pyenv_python(version) if where == "pyenv" else f"python{version}"
     return [f"PYTHON={python}", f"VENV={build}/venv", f"BUILD={build}",
@@ -180,7 +190,9 @@ def make_vars(version: str, where: str) -> list[str]:
 
 
 def where_of(version: str) -> str:
-    """host (this interpreter), pyenv, or root (a Debian root)."""
+    """host (this interpreter), pyenv, pypy (the host's apt package), or root (a Debian root)."""
+    if version in PYPY:
+        return "pypy"
     if version == host_version():
         return "host"
     return "pyenv" if version in PYENV else "root"
@@ -236,17 +248,20 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
             prefix = [str(INROOT), str(ensure_root(SUITES[version], result))]
         mv = make_vars(version, where)
         started = time.monotonic()
-        run_step(prefix + ["make", "all", "tools"] + (["plugin"] if tests == "full" else []) + mv, log, "build")
+        plugin = ["plugin"] if tests == "full" and where != "pypy" else []
+        run_step(prefix + ["make", "all", "tools"] + plugin + mv, log, "build")
         result.build_s = time.monotonic() - started
-        venv = f"build/py{version}/venv" if where != "host" else ".venv"
+        venv = {"host": ".venv", "pypy": "build/pypy/venv"}.get(where, f"build/py{version}/venv")
         info = run_step(prefix + [f"{venv}/bin/python", "-c",
                                   "import platform, tornado, greenlet; "
-                                  "print('versions', platform.python_version(), tornado.version, greenlet.__version__)"],
+                                  "print('versions', (platform.python_implementation() + '-').replace('CPython-', '')"
+                                  " + platform.python_version(), tornado.version, greenlet.__version__)"],
                         log, "build")
         result.cpython, result.tornado, result.greenlet = info.split("versions ", 1)[1].split()[:3]
+        result.cpython = result.cpython.replace("-", " ")
         uwsgi = run_step(prefix + [f"{venv}/bin/uwsgi", "--version"], log, "build")
         result.uwsgi = uwsgi.strip().splitlines()[-1]
-        selection = "tests" if tests == "full" else " ".join(CORE)
+        selection = " ".join(PYPY_TESTS) if where == "pypy" else "tests" if tests == "full" else " ".join(CORE)
         if where != "host":  # no [deployment] packages in its venv
             pytest_args = " ".join([pytest_args] + [f"--ignore={t}" for t in HOST_ONLY]).strip()
         started = time.monotonic()
@@ -260,7 +275,7 @@ def run_version(version: str, tests: str, pytest_args: str) -> Result:
         result.passed = True
     except StepFailed as exc:
         result.reason = str(exc)
-        print(f"matrix: CPython {version} FAILED: {exc}", file=sys.stderr, flush=True)
+        print(f"matrix: Python {version} FAILED: {exc}", file=sys.stderr, flush=True)
     return result
 
 
@@ -268,11 +283,13 @@ def table_lines(results: list[Result], when: str) -> list[str]:
     rows = []
     for r in results:
         outcome = f"passed ({r.summary})" if r.passed else f"failed: {r.reason.splitlines()[0]}"
-        where = {"host": "host", "pyenv": "pyenv (machine image)"}.get(r.suite, f"Debian {r.suite}")
+        where = {"host": "host", "pyenv": "pyenv (machine image)", "pypy": "Debian pypy3 (host)"}.get(
+            r.suite, f"Debian {r.suite}")
+        suite = "PyPy suite" if r.suite == "pypy" else "whole suite" if r.tests == "full" else "core"
         rows.append(f"   {r.cpython if r.cpython != '-' else r.python}, {where}, {r.tornado}, {r.greenlet}, "
-                    f"{r.uwsgi}, {'whole suite' if r.tests == 'full' else 'core'}, \"{outcome}\", {when}")
+                    f"{r.uwsgi}, {suite}, \"{outcome}\", {when}")
     return [".. csv-table:: Supported versions (written by ``make test-matrix``)",
-            "   :header: CPython, from, tornado, greenlet, uWSGI, tests, result, date", ""] + rows + [""]
+            "   :header: Python, from, tornado, greenlet, uWSGI, tests, result, date", ""] + rows + [""]
 
 
 def update_readme(results: list[Result], readme: Path = ROOT / "README.rst") -> None:
@@ -292,7 +309,7 @@ def update_readme(results: list[Result], readme: Path = ROOT / "README.rst") -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("versions", nargs="*", help="CPython versions, e.g. 3.13 (default: the matrix)")
+    parser.add_argument("versions", nargs="*", help="CPython versions, e.g. 3.13, or pypy3.9 (default: the matrix)")
     parser.add_argument("--matrix", action="store_true",
                         help="every version, the whole suite on 3.11 and 3.15 and the core elsewhere")
     parser.add_argument("--readme", action="store_true", help="rewrite the README's Supported versions table")

@@ -31,6 +31,51 @@ VENV = Path(os.environ.get("UWSGI_VENV", str(ROOT / ".venv")))
 UWSGI = os.environ.get("UWSGI_BIN", str(VENV / "bin" / "uwsgi"))
 
 
+# ---- PyPy's uWSGI (make test PYTHON=pypy3) ----
+# The same tests run on uWSGI's pypy plugin with the engine; only how uWSGI
+# loads an app differs there. UWSGI_PYPY_ARGS (the Makefile's PYPY_ARGS:
+# --pypy-lib, --pypy-pp) says the binary is a PyPy one; uwsgi_command() is the
+# one place that translates a CPython command line for it.
+PYPY_ARGS = os.environ.get("UWSGI_PYPY_ARGS", "").split()
+PYPY = bool(PYPY_ARGS)
+# CPython option -> PyPy option taking the same value
+PYPY_OPTIONS = {"--wsgi-file": "--pypy-wsgi-file", "--module": "--pypy-wsgi", "--pythonpath": "--pypy-pp"}
+# options the pypy plugin has no equivalent of -> how many values they take:
+# it registers no app uWSGI counts (--need-app would refuse to start), and
+# its packages come from --pypy-pp instead of a virtualenv
+PYPY_DROPPED = {"--need-app": 0, "--virtualenv": 1}
+
+
+def cpython_only(why: str):
+    """Mark a test (or a parameter) that cannot run on PyPy's uWSGI, saying why."""
+    return pytest.mark.skipif(PYPY, reason=f"not on PyPy: {why}")
+
+
+# what the pypy plugin does differently, for the tests that depend on it
+PYPY_GENERATORS = cpython_only(
+    "the pypy plugin runs a WSGI response generator to its end without going back to the loop between "
+    "items, and sets no uwsgi.ready_fd or x-wsgiorg.fdevent.timeout in environ: `yield uwsgi.wait_fd_read()` "
+    "does not suspend the request")
+
+
+def uwsgi_command(args: list[str]) -> list[str]:
+    """`args`, a uWSGI command line written for CPython's uWSGI, for the uWSGI
+    the tests run (the same on CPython; translated on PyPy)."""
+    if not PYPY or UWSGI not in args:
+        return list(args)
+    at = args.index(UWSGI) + 1
+    out = list(args[:at]) + PYPY_ARGS
+    i = at
+    while i < len(args):
+        arg = args[i]
+        if arg in PYPY_DROPPED:
+            i += 1 + PYPY_DROPPED[arg]
+            continue
+        out.append(PYPY_OPTIONS.get(arg, arg))
+        i += 1
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,6 +125,7 @@ class Server:
     """One uWSGI instance: its process, its ports and its log."""
 
     def __init__(self, args: list[str], log: Path, port: int, env: dict[str, str]):
+        args = uwsgi_command(args)
         self.args = args
         self.log_path = log
         self.port = port

@@ -14,8 +14,8 @@ import pytest
 import requests
 import websocket
 
-from conftest import (UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, sleep_together, uwsgi_packet, wait_port,
-                      wait_stats, websocket_echo)
+from conftest import (UWSGI, APPS, PYPY_GENERATORS, cpu_seconds, cpython_only, free_port, http_get, parallel,
+                      sleep_together, uwsgi_command, uwsgi_packet, wait_port, wait_stats, websocket_echo)
 
 
 # ---- startup ----
@@ -23,7 +23,7 @@ from conftest import (UWSGI, APPS, cpu_seconds, free_port, http_get, parallel, s
 def test_tornado_without_a_suspend_engine_is_a_clear_startup_error(tmp_path):
     port = free_port()
     proc = subprocess.run(
-        [UWSGI, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "basic.py"), "--tornado", "10"],
+        uwsgi_command([UWSGI, "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "basic.py"), "--tornado", "10"]),
         capture_output=True, timeout=30, text=True,
     )
     assert proc.returncode != 0
@@ -32,8 +32,8 @@ def test_tornado_without_a_suspend_engine_is_a_clear_startup_error(tmp_path):
 
 def test_tornado_needs_at_least_two_cores():
     proc = subprocess.run(
-        [UWSGI, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"),
-         "--tornado", "1", "--greenlet"],
+        uwsgi_command([UWSGI, "--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"),
+                       "--tornado", "1", "--greenlet"]),
         capture_output=True, timeout=30, text=True,
     )
     assert proc.returncode != 0
@@ -88,8 +88,12 @@ OSAFTERFORK_BROKEN = pytest.mark.xfail(
            "(PyMutex_Unlock: unlocking mutex that is not locked, unbit/uwsgi#2710)")
 
 
-@pytest.mark.parametrize("fork_hooks", ["", pytest.param("--py-call-osafterfork", marks=OSAFTERFORK_BROKEN),
-                                        "--py-call-uwsgi-fork-hooks"])
+# (the pypy plugin has neither flag: it runs no at-fork hooks)
+PYTHON_PLUGIN_FLAG = cpython_only("a flag of uWSGI's python plugin, which the pypy plugin does not have")
+
+
+@pytest.mark.parametrize("fork_hooks", ["", pytest.param("--py-call-osafterfork", marks=[OSAFTERFORK_BROKEN, PYTHON_PLUGIN_FLAG]),
+                                        pytest.param("--py-call-uwsgi-fork-hooks", marks=PYTHON_PLUGIN_FLAG)])
 def test_module_level_ioloop_in_a_preloaded_app_works_in_every_worker(uwsgi, backend, fork_hooks):
     server = uwsgi("seed001.py", "--master", "--processes", "2", *filter(None, [fork_hooks]), workers=2,
                    env={"BACKEND_URL": backend.url})
@@ -171,6 +175,7 @@ def test_yield_async_sleep_in_a_generator(uwsgi):
     assert 0.95 <= time.monotonic() - started < 2
 
 
+@PYPY_GENERATORS
 def test_wait_fd_read_wakes_on_the_fd(uwsgi):
     server = uwsgi("basic.py")
     status, body = http_get(server.port, "/fd?write=0.3&timeout=5")
@@ -181,6 +186,7 @@ def test_wait_fd_read_wakes_on_the_fd(uwsgi):
     assert 0.25 <= float(elapsed) < 2
 
 
+@PYPY_GENERATORS
 def test_wait_fd_read_times_out_and_the_next_wait_is_not_poisoned(uwsgi):
     server = uwsgi("basic.py")
     status, body = http_get(server.port, "/fd?timeout=1")

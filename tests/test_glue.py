@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import answering_pids, free_port, free_port_run, http_get, parallel, wait_port
+from conftest import answering_pids, cpython_only, free_port, free_port_run, http_get, parallel, wait_port
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -83,6 +83,8 @@ def test_wait_closes_a_coroutine_it_refuses_to_run(glue):
     assert "never awaited" not in glue.log()
 
 
+@cpython_only("the embedded PyPy does not read PYTHONWARNINGS (its sys.warnoptions stays empty), "
+              "so the test cannot turn DeprecationWarning into errors there")
 def test_no_deprecationwarning_from_the_engine_or_the_glue(uwsgi, backend, echo_server):
     # PYTHONWARNINGS is the embedded interpreter's -W: a DeprecationWarning
     # fails the worker's start, the request or the Tornado handler it comes from

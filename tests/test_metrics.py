@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import free_port, http_get, parallel, read_stats, wait_port, wait_stats
+from conftest import PYPY_GENERATORS, free_port, http_get, parallel, read_stats, wait_port, wait_stats
 
 CORES = 10
 LOAD = 3.0  # seconds each loaded request lasts
@@ -38,6 +38,7 @@ def poll(stats_port: int, done, timeout: float) -> dict[str, int]:
     return engine_metrics(wait_stats(stats_port, lambda stats: done(engine_metrics(stats)), timeout, every=0.2))
 
 
+@PYPY_GENERATORS
 def test_engine_metrics_move_under_load_and_return_to_rest(uwsgi, tmp_path):
     stats_port = free_port()
     mdir = tmp_path / "metrics"

@@ -28,7 +28,9 @@
  * 1 ms with the default selector).
  */
 #include "tornado.h"
+#ifndef TW_PYPY   /* pyimpl.h: on PyPy, pypy.c stands in for greenlet's C API */
 #include <greenlet/greenlet.h>
+#endif
 
 struct uwsgi_tornado utornado;
 

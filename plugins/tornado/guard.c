@@ -11,13 +11,12 @@
  * uWSGI structure itself: the running binary's version comes from
  * uwsgi_get_cflags() (the text `uwsgi --cflags` prints), the layouts from the
  * sizes of the exported `uwsgi` and `up` symbols, Python's version from
- * Py_GetVersion(). Built into the binary (UWSGI_EMBED_PLUGINS), it always
- * passes.
+ * Py_GetVersion() (pyimpl.h: on PyPy, which has not started yet, from what
+ * the process holds: a CPython, or the libpypy the engine is linked with).
+ * Built into the binary (UWSGI_EMBED_PLUGINS), it always passes.
  */
 #include "tornado.h"
 #include <link.h>
-
-#define TW_BUILT_PYTHON Py_STRINGIFY(PY_MAJOR_VERSION) "." Py_STRINGIFY(PY_MINOR_VERSION)
 
 /* The running uWSGI's version ("2.0.21-debian") into buf, from the
  * -DUWSGI_VERSION="\"...\"" of its compile flags. */
@@ -58,7 +57,7 @@ __attribute__((constructor)) static void tw_guard(void) {
 	char running[64], why[512];
 	tw_running_uwsgi_version(running, sizeof(running));
 	/* "3.11.2 (main, ...": compare "3.11" */
-	const char *py = Py_GetVersion();
+	const char *py = tw_running_python();   /* pyimpl.h */
 	size_t py_len = strcspn(py, ".");
 	if (py[py_len]) py_len += 1 + strcspn(py + py_len + 1, ". ");
 	int same_python = py_len == strlen(TW_BUILT_PYTHON) && !strncmp(py, TW_BUILT_PYTHON, py_len);
@@ -68,11 +67,11 @@ __attribute__((constructor)) static void tw_guard(void) {
 		tw_refuse(why, same_python ? NULL : py, (int) py_len);
 	}
 	/* same version, another build of it (other compile options) */
-	size_t server = tw_symbol_size(&uwsgi), python = tw_symbol_size(&up);
-	if ((server && server != sizeof(uwsgi)) || (python && python != sizeof(up))) {
+	size_t server = tw_symbol_size(&uwsgi), python = tw_symbol_size(&TW_PY_STATE);
+	if ((server && server != sizeof(uwsgi)) || (python && python != sizeof(TW_PY_STATE))) {
 		snprintf(why, sizeof(why), "tornado_plugin.so was built for another build of uWSGI %s / Python %s "
 			"(struct uwsgi_server: %zu bytes in the plugin, %zu in this uWSGI; struct uwsgi_python: %zu, %zu)",
-			UWSGI_VERSION, TW_BUILT_PYTHON, sizeof(uwsgi), server, sizeof(up), python);
+			UWSGI_VERSION, TW_BUILT_PYTHON, sizeof(uwsgi), server, sizeof(TW_PY_STATE), python);
 		tw_refuse(why, NULL, 0);
 	}
 }

@@ -31,8 +31,7 @@ static struct uwsgi_option tw_options[] = {
 	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},
 	{"tornado-body-min-rate", required_argument, 0, "fail the body read of a request whose body arrives slower than this many bytes per second after --tornado-body-timeout (default 500, 0: off)", uwsgi_opt_set_int, &utornado.body_min_rate, 0},
 	{"tornado-websocket-close-timeout", required_argument, 0, "seconds a websocket waits for the client's close frame after the engine sent its own (a drain's 1001, the app's websocket_close(), a protocol error) before the connection is closed (default 2)", uwsgi_opt_set_int, &utornado.ws_close_timeout, 0},
-	{"tornado-asgi", required_argument, 0, "load an ASGI application ([mountpoint=]module:callable) on the tornado loop engine, its requests served as uWSGI's own", uwsgi_opt_add_string_list, &utornado.asgi_apps, 0},
-	{"tornado-stock-wsgi", no_argument, 0, "build the WSGI environ and send the app's response with the python plugin's own subhandlers instead of the engine's (to compare)", uwsgi_opt_true, &utornado.stock_wsgi, 0},
+	TW_IMPL_OPTIONS
 	{0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -77,14 +76,6 @@ static void tw_postinit_apps(void) {
 	tw_check_suspend_engine();
 }
 
-static void tw_gil_get(void) {
-	pthread_setspecific(up.upt_gil_key, (void *) PyGILState_Ensure());
-}
-
-static void tw_gil_release(void) {
-	PyGILState_Release((PyGILState_STATE) (long) pthread_getspecific(up.upt_gil_key));
-}
-
 /* The worker's main loop: registered as the loop engine "tornado", it runs
  * in every worker, wires the floors together and runs the IOLoop. */
 static void tw_worker_main(void) {
@@ -97,11 +88,7 @@ static void tw_worker_main(void) {
 	tw_check_suspend_engine();
 	utornado.cores = uwsgi.async;
 
-	UWSGI_GET_GIL
-	if (uwsgi.has_threads) {
-		up.gil_get = tw_gil_get;
-		up.gil_release = tw_gil_release;
-	}
+	tw_impl_worker_init();   /* pyimpl.h: the GIL */
 
 	if (tw_greenlet_import()) uwsgi_pyexit;
 	tw_asan_mark_stack_top();
@@ -121,24 +108,25 @@ static void tw_worker_main(void) {
 	tw_hooks_install();
 	tw_replace_module_functions();
 	tw_ws_replace_module_functions();
-	if (!utornado.stock_wsgi && (tw_environ_install() < 0 || tw_response_install() < 0)) uwsgi_pyexit;
+	if (tw_impl_apps_install() < 0) uwsgi_pyexit;
 	if (tw_publish_engine()) uwsgi_pyexit;
 	tw_signals_init();
 	tw_framing_init();
 	tw_keepalive_init();
 	tw_listen_init();
+	tw_impl_hooks_installed();   /* pyimpl.h: every hook is set */
 
 	/* policy the event layer applies to every wait, wired from here (as
 	 * Redis' aeSetBeforeSleepProc): a wait for the client never outlasts
 	 * the request's own deadline (deadlines.c) */
 	tw_set_wait_limit(tw_request_deadline);
 
-	tw_asgi_worker_start();
+	tw_impl_apps_start();
 	tw_accept_resume();
 	uwsgi_log("tornado loop engine ready on worker %d (pid: %d, cores: %d)\n", uwsgi.mywid, uwsgi.mypid, utornado.cores);
 
 	tw_loop_run();
-	tw_asgi_worker_stop();
+	tw_impl_apps_stop();
 
 	/* the loop was stopped: the worker drained (reload, recycle) or is asked to die */
 	tw_run_atexit();
@@ -158,6 +146,6 @@ struct uwsgi_plugin tornado_plugin = {
 	.options = tw_options,
 	.on_load = tw_on_load,
 	.post_init = tw_post_init,
-	.init_apps = tw_asgi_init_apps,
 	.postinit_apps = tw_postinit_apps,
+	TW_IMPL_PLUGIN_HOOKS
 };

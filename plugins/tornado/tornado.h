@@ -46,7 +46,8 @@
 #ifndef UWSGI_TORNADO_H
 #define UWSGI_TORNADO_H
 
-#include <uwsgi_python.h>
+/* uwsgi.h and Python.h, and what differs between CPython and PyPy */
+#include "pyimpl.h"
 
 #ifndef __linux__
 #error "the tornado loop engine needs epoll (Linux)"

@@ -6,13 +6,23 @@
 #   source tree: plugins/python is relative to it;
 # - `uwsgi --build-plugin "<this dir> tornado"`, from anywhere: UWSGI_SOURCE
 #   names a uWSGI source tree of the binary's version for plugins/python.
+#
+# When pypy3 runs the build (pyimpl.h says what differs): an embedded build
+# compiles only the loader (pypy_loader.c), and `uwsgi --build-plugin`
+# compiles the engine with pypy.c, -DTW_PYPY and libpypy, the shared object
+# the loader opens (the Makefile names it tornado_pypy_plugin.so).
 import os
+import platform
 import shutil
 import sys
 import sysconfig
 
 NAME = 'tornado'
-SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket', 'asgi', 'environ', 'response']
+SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket']
+PYPY = platform.python_implementation() == 'PyPy'
+# CPython only: what reaches into the python plugin (its apps' subhandlers, `up`)
+if not PYPY:
+    SOURCES += ['asgi', 'environ', 'response']
 
 # pip installs greenlet.h under <prefix>/include/site/pythonX.Y/greenlet/
 site_include = os.path.join(sys.prefix, 'include', 'site', 'python%d.%d' % sys.version_info[:2])
@@ -22,6 +32,10 @@ paths = [sysconfig.get_path('include'), sysconfig.get_path('platinclude'), site_
 CFLAGS = ['-I' + path for path in paths] + ['-Wall', '-Werror']
 LDFLAGS = []
 LIBS = []
+if PYPY:
+    SOURCES = SOURCES + ['pypy']
+    CFLAGS.append('-DTW_PYPY')
+    LIBS.append('-l:' + (sysconfig.get_config_var('LDLIBRARY') or 'libpypy3-c.so'))
 GCC_LIST = SOURCES
 
 
@@ -51,6 +65,8 @@ if here:
     shutil.copytree(here, copy, ignore=shutil.ignore_patterns('*.o', '__pycache__'))
     # uwsgiconfig.py compiles <here>/<entry>.c, which the kernel resolves from
     # the real directory
+    if PYPY:
+        SOURCES, CFLAGS, LIBS = ['pypy_loader'], ['-Wall', '-Werror'], []
     GCC_LIST = [os.path.relpath(os.path.join(copy, source), os.path.realpath(here)) for source in SOURCES]
 
 
