@@ -179,7 +179,7 @@ static void tw_serve_one(struct tw_core *c) {
 		}
 		c->req_flags = v.flags;
 		c->head_ok = 1;
-		tw_asgi_keep_head(c, wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains);
+		tw_impl_keep_head(c, wsgi_req->proto_parser_buf, wsgi_req->proto_parser_pos - wsgi_req->proto_parser_remains);
 	}
 	tw_trim_parser_buffer(wsgi_req);
 

@@ -76,6 +76,8 @@ static inline void tw_impl_hooks_installed(void) {
 #define tw_impl_apps_install() (utornado.stock_wsgi ? 0 : (tw_environ_install() < 0 || tw_response_install() < 0) ? -1 : 0)
 #define tw_impl_apps_start() tw_asgi_worker_start()
 #define tw_impl_apps_stop() tw_asgi_worker_stop()
+/* a head passed framing (loop.c): the ASGI bridge keeps its raw header lines */
+#define tw_impl_keep_head(c, head, len) tw_asgi_keep_head(c, head, len)
 
 #else /* PyPy */
 
@@ -119,6 +121,7 @@ void tw_pypy_preinit_apps(void);
 #define tw_impl_apps_install() 0
 #define tw_impl_apps_start()
 #define tw_impl_apps_stop()
+#define tw_impl_keep_head(c, head, len) ((void) 0)
 
 /* greenlet's C API, over PyPy's greenlet module (pypy.c) */
 typedef PyObject PyGreenlet;
