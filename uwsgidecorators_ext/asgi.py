@@ -255,6 +255,54 @@ class Bridge:
         return _Request(self, _engine, environ).run()
 
 
+# ---- the HTTP requests, served by asgi.c ----
+
+async def run_http(app: ASGIApp, scope: Dict[str, Any], request: Any) -> None:
+    """The Task of one HTTP request: the app with the ``receive`` and
+    ``send`` of ``request`` (asgi.c's Request), then ``request.finished``,
+    from which the core greenlet ends the request (no loop iteration
+    between)."""
+    error: Optional[BaseException] = None
+    try:
+        await app(scope, request.receive, request.send)
+    except BaseException as exc:  # noqa: BLE001 - asgi.c reports it
+        error = exc
+    request.finished(error)
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        raise error
+
+
+def http_app(callable_: Any) -> Optional[Tuple[ASGIApp, str, Dict[str, Any]]]:
+    """(app, name, lifespan state) when ``callable_`` is the bridge of an
+    ASGI app (its HTTP requests then go to asgi.c), else None."""
+    if isinstance(callable_, Bridge):
+        return callable_.app, callable_.name, callable_.lifespan.state
+    return None
+
+
+def _log_error(name: str, error: BaseException) -> None:
+    _log(f"[tornado] ASGI app {name} raised:\n"
+         + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+
+
+def _harakiri_http(task: "asyncio.Task[None]", method: str, uri: str) -> None:
+    """``--harakiri``: log where the request's Task waits, and cancel it."""
+    if task.done():
+        return
+    stack = "".join(traceback.format_list(_await_chain(task.get_coro())))
+    _log(f"[tornado] harakiri: cancelling the ASGI Task of {method} {uri} (pid: {os.getpid()}), its stack:\n{stack}")
+    task.cancel()
+
+
+def http_config() -> Tuple[Any, ...]:
+    """What asgi.c's requests take from the glue and the worker's loop, once
+    per worker after :func:`worker_start`."""
+    assert _engine is not None
+    loop = _engine.loop
+    return (run_http, loop.create_task, loop.create_future, loop.call_later, loop.add_reader,
+            loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError)
+
+
 # what the core greenlet does for the Task
 _RECEIVE, _BODY, _PATHSEND, _WS_ACCEPT, _WS_SEND, _WS_CLOSE, _WS_DENY, _WS_POLL = 1, 2, 3, 4, 5, 6, 7, 8
 
