@@ -30,14 +30,16 @@ UWSGI = [str(VENV / "bin" / "uwsgi"), "--virtualenv", str(VENV), "--disable-logg
          "--max-fd", "20000", "--socket-timeout", "30", "--pythonpath", str(APPS)]
 # workload -> (path, wrk connections, async cores)
 WORKLOADS = {"hello": ("/hello", 50, 100), "io": ("/io", 512, 1000), "c10k": ("/wait", 10000, 10000)}
-SERVERS = ["ours", "ours-wsgi", "uvicorn", "granian", "gunicorn"]
+SERVERS = ["ours", "ours+uvloop", "ours-wsgi", "uvicorn", "granian", "gunicorn"]
 
 
 def command(server: str, workload: str, port: int) -> list[str]:
     _, connections, cores = WORKLOADS[workload]
     bind = f"127.0.0.1:{port}"
-    if server == "ours":
-        return UWSGI + ["--http11-socket", bind, "--tornado", str(cores), "--greenlet", "--tornado-asgi", "asgi_bench:app"]
+    if server in ("ours", "ours+uvloop"):
+        # ours+uvloop: the engine's loop on uvloop, as uvicorn's is (--tornado-uvloop)
+        return UWSGI + ["--http11-socket", bind, "--tornado", str(cores), "--greenlet", "--tornado-asgi", "asgi_bench:app"] \
+            + (["--tornado-uvloop"] if server == "ours+uvloop" else [])
     if server == "ours-wsgi":
         return UWSGI + ["--http11-socket", bind, "--tornado", str(cores), "--greenlet", "--wsgi-file", str(APPS / "asgi_bench.py")]
     if server == "uvicorn":
@@ -120,10 +122,12 @@ def main() -> int:
                 if result:
                     samples[workload][server].append(result)
     report = {}
-    print(f"ASGI, one worker each, {args.rounds} rounds of {args.seconds} s (median); ratio = ours / that server")
-    print(f"{'workload':10} {'server':10} {'req/s':>9} {'ratio':>6} {'p99 ms':>8} {'CPU ms/1k req':>14}")
+    print(f"ASGI, one worker each, {args.rounds} rounds of {args.seconds} s (median); ratio = ours / that server,"
+          " uv = ours+uvloop / that server")
+    print(f"{'workload':10} {'server':12} {'req/s':>9} {'ratio':>6} {'uv':>6} {'p99 ms':>8} {'CPU ms/1k req':>14}")
     for workload in workloads:
         ours = statistics.median(r["rps"] for r in samples[workload]["ours"]) if samples[workload]["ours"] else float("nan")
+        uv = statistics.median(r["rps"] for r in samples[workload]["ours+uvloop"]) if samples[workload]["ours+uvloop"] else float("nan")
         for server in SERVERS:
             runs = samples[workload][server]
             if not runs:
@@ -133,7 +137,7 @@ def main() -> int:
             cpu = statistics.median(r["cpu_ms_per_1k"] for r in runs)
             errors = sum(r["errors"] for r in runs)
             report.setdefault(workload, {})[server] = {"rps": rps, "p99_ms": p99, "cpu_ms_per_1k": cpu, "errors": errors}
-            print(f"{workload:10} {server:10} {rps:9.0f} {ours / rps:6.2f} {p99:8.1f} {cpu:14.1f}" + (f"  ({errors} errors)" if errors else ""))
+            print(f"{workload:10} {server:12} {rps:9.0f} {ours / rps:6.2f} {uv / rps:6.2f} {p99:8.1f} {cpu:14.1f}" + (f"  ({errors} errors)" if errors else ""))
     (run.RESULTS / "asgi.json").write_text(json.dumps(report, indent=1))
     return 0
 

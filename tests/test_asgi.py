@@ -231,6 +231,44 @@ def test_send_after_the_client_left_raises_an_oserror(uwsgi, tmp_path):
     assert written(record) == "ClientDisconnected True"
 
 
+def test_receive_and_send_can_run_as_tasks_of_their_own(uwsgi):
+    server = asgi(uwsgi)
+    response = httpx.post(f"{server.url}/as-tasks", content=b"through create_task")
+    assert response.status_code == 200
+    assert response.text == "through create_task"
+
+
+def test_a_send_from_a_task_left_behind_after_the_response_raises_and_the_worker_goes_on(uwsgi, tmp_path):
+    record = tmp_path / "late"
+    server = asgi(uwsgi)
+    worker = server.worker_pids()[0]
+    response = httpx.get(f"{server.url}/late-send?{record}")
+    assert response.text == "answered"
+    assert written(record) == "RuntimeError"
+    assert httpx.get(f"{server.url}/hello").text == "Hello, ASGI"
+    assert server.worker_pids() == [worker]
+
+
+def test_a_receive_asked_while_a_body_write_waits_is_served_after_it(uwsgi):
+    """the core greenlet does one thing at a time for a request: the
+    receive() asked while it waits for a slow reader runs after the write"""
+    server = asgi(uwsgi)
+    body = b"z" * 100_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"POST /send-and-receive HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)  # the write waits for this reader meanwhile
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(1 << 20)
+            assert chunk, data[-200:]
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert rest.count(b"y") == 4_000_000
+    assert b"|got 100000" in rest
+
+
 # ---- the engine's guarantees ----
 
 def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s_on_one_worker(uwsgi):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import importlib
 import inspect
 import os
@@ -299,7 +300,13 @@ def http_config() -> Tuple[Any, ...]:
     per worker after :func:`worker_start`."""
     assert _engine is not None
     loop = _engine.loop
-    return (run_http, loop.create_task, loop.create_future, loop.call_later, loop.add_reader,
+    # the Task class itself, called from C, unless the app set a task factory
+    # (in its lifespan startup): loop.create_task is a Python method on
+    # asyncio's loop, the class is C
+    create_task: Callable[..., Any] = loop.create_task
+    if loop.get_task_factory() is None and isinstance(loop, asyncio.BaseEventLoop):
+        create_task = functools.partial(asyncio.Task, loop=loop)
+    return (run_http, create_task, loop.create_future, loop.call_later, loop.add_reader,
             loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError)
 
 

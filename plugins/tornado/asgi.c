@@ -353,14 +353,24 @@ static PyObject *asgi_configure(PyObject *self, PyObject *exc) {
  *    stopped short) and goes on with the connection.
  */
 
-/* an awaitable already done: `await r` is r's value, at once (None: NULL) */
+/* What receive() and send() return: an awaitable that is a coroutine too
+ * (send, throw, close: asyncio.create_task() and ensure_future() take it,
+ * as they take uvicorn's coroutines). Either done already (value; None:
+ * NULL), or waiting for the Future the core greenlet resolves, whose own
+ * iterator it delegates to. */
 typedef struct {
 	PyObject_HEAD
 	PyObject *value;
+	PyObject *future;
+	PyObject *iter;       /* the future's __await__() once started */
 } ready_object;
+
+static PyTypeObject ready_type;
 
 static void ready_dealloc(ready_object *self) {
 	Py_XDECREF(self->value);
+	Py_XDECREF(self->future);
+	Py_XDECREF(self->iter);
 	PyObject_Free(self);
 }
 
@@ -370,6 +380,10 @@ static PyObject *ready_await(PyObject *self) {
 }
 
 static PyObject *ready_next(ready_object *self) {
+	if (self->future) {
+		if (!self->iter && !(self->iter = PyObject_CallMethod(self->future, "__await__", NULL))) return NULL;
+		return Py_TYPE(self->iter)->tp_iternext(self->iter);
+	}
 	PyObject *value = self->value;
 	if (!value) return NULL;   /* StopIteration: None */
 	self->value = NULL;
@@ -384,36 +398,76 @@ static PyObject *ready_next(ready_object *self) {
 	return NULL;
 }
 
+static PyObject *ready_send(ready_object *self, PyObject *value) {
+	PyObject *r = ready_next(self);
+	if (!r && !PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
+	return r;
+}
+
+static PyObject *ready_throw(ready_object *self, PyObject *args) {
+	if (self->iter) {
+		PyObject *throw = PyObject_GetAttrString(self->iter, "throw");
+		PyObject *r = throw ? PyObject_Call(throw, args, NULL) : NULL;
+		Py_XDECREF(throw);
+		return r;
+	}
+	PyObject *type, *value = NULL, *tb = NULL;
+	if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &tb)) return NULL;
+	if (PyExceptionInstance_Check(type)) PyErr_SetObject((PyObject *) Py_TYPE(type), type);
+	else PyErr_SetObject(type, value && value != Py_None ? value : NULL);
+	return NULL;
+}
+
+static PyObject *ready_close(ready_object *self, PyObject *unused) {
+	Py_CLEAR(self->iter);
+	Py_CLEAR(self->value);
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef ready_methods[] = {
+	{"send", (PyCFunction) ready_send, METH_O, NULL},
+	{"throw", (PyCFunction) ready_throw, METH_VARARGS, NULL},
+	{"close", (PyCFunction) ready_close, METH_NOARGS, NULL},
+	{NULL, NULL, 0, NULL},
+};
+
 static PyAsyncMethods ready_as_async = {(unaryfunc) ready_await, NULL, NULL};
 
 static PyTypeObject ready_type = {
 	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "_uwsgi_tornado_asgi.Ready",
+	.tp_name = "_uwsgi_tornado_asgi.Awaitable",
 	.tp_basicsize = sizeof(ready_object),
 	.tp_dealloc = (destructor) ready_dealloc,
 	.tp_as_async = &ready_as_async,
 	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "an awaitable that is already done",
+	.tp_doc = "what receive() and send() return: a coroutine, done already or waiting for the connection",
 	.tp_iter = PyObject_SelfIter,
 	.tp_iternext = (iternextfunc) ready_next,
+	.tp_methods = ready_methods,
 };
 
-static ready_object ready_none = {PyObject_HEAD_INIT(&ready_type) NULL};
-
-/* new reference; steals value (NULL: None) */
-static PyObject *ready_new(PyObject *value) {
-	if (!value) {
-		if (PyErr_Occurred()) return NULL;
-		Py_INCREF(&ready_none);
-		return (PyObject *) &ready_none;
-	}
+/* new reference; steals value (NULL: None) and future (NULL: done) */
+static PyObject *ready_make(PyObject *value, PyObject *future) {
+	if (!value && !future && PyErr_Occurred()) return NULL;
 	ready_object *r = PyObject_New(ready_object, &ready_type);
 	if (!r) {
-		Py_DECREF(value);
+		Py_XDECREF(value);
+		Py_XDECREF(future);
 		return NULL;
 	}
 	r->value = value;
+	r->future = future;
+	r->iter = NULL;
 	return (PyObject *) r;
+}
+
+static PyObject *ready_new(PyObject *value) {
+	return ready_make(value, NULL);
+}
+
+/* a Future the core resolves, as one of ours (new reference; steals it) */
+static PyObject *ready_wait(PyObject *future) {
+	return future ? ready_make(NULL, future) : NULL;
 }
 
 /* what the core greenlet does for the Task */
@@ -801,7 +855,7 @@ static PyObject *call_core(asgi_request *r, enum asgi_op op, PyObject *msg) {
 		if (!future) return NULL;
 		Py_XSETREF(r->op_future, future);
 		Py_INCREF(future);
-		return future;
+		return ready_wait(future);
 	}
 	PyObject *future = new_future();
 	if (!future) {
@@ -821,7 +875,7 @@ static PyObject *call_core(asgi_request *r, enum asgi_op op, PyObject *msg) {
 		return NULL;
 	}
 	Py_DECREF(item);
-	return future;
+	return ready_wait(future);
 }
 
 static PyObject *client_gone(void) {
@@ -843,7 +897,7 @@ static PyObject *request_receive(asgi_request *r, PyObject *unused) {
 		Py_DECREF(future);
 		return NULL;
 	}
-	return future;
+	return ready_wait(future);
 }
 
 static PyObject *request_send(asgi_request *r, PyObject *message) {

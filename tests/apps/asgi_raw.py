@@ -10,6 +10,7 @@ from uwsgidecorators_ext.asgi import run_blocking
 
 REQUEST_VAR = contextvars.ContextVar("request_var", default=None)
 startups = []
+LEFT_BEHIND = []
 
 
 async def body_of(receive):
@@ -165,6 +166,35 @@ async def app(scope, receive, send):
         except OSError as exc:
             with open(scope["query_string"].decode(), "w") as f:
                 f.write(f"{type(exc).__name__} {isinstance(exc, OSError)}")
+        return
+    if path == "/as-tasks":
+        # receive() and send() are coroutines for asyncio, as uvicorn's are
+        got = await asyncio.create_task(receive())
+        await asyncio.ensure_future(send({"type": "http.response.start", "status": 200, "headers": []}))
+        await asyncio.create_task(send({"type": "http.response.body", "body": got["body"]}))
+        return
+    if path == "/late-send":
+        # a task the app leaves behind sends after the response: what it
+        # raised is recorded in the file of the query string
+        async def late():
+            await asyncio.sleep(0.3)
+            try:
+                await send({"type": "http.response.body", "body": b"late"})
+                outcome = "sent"
+            except Exception as exc:  # noqa: BLE001 - recorded for the test
+                outcome = type(exc).__name__
+            with open(scope["query_string"].decode(), "w") as f:
+                f.write(outcome)
+        LEFT_BEHIND.append(asyncio.get_running_loop().create_task(late()))
+        return await respond(send, 200, b"answered")
+    if path == "/send-and-receive":
+        # a body write that waits for a slow reader, and a receive() asked
+        # meanwhile: the core does them one after the other, in order
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        block = b"y" * 4_000_000
+        _, got = await asyncio.gather(
+            send({"type": "http.response.body", "body": block, "more_body": True}), body_of(receive))
+        await send({"type": "http.response.body", "body": b"|got %d" % len(got[0])})
         return
     if path == "/cache":
         await run_blocking(uwsgi.cache_update, "k", b"cached value")
