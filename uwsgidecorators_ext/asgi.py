@@ -7,17 +7,20 @@ callable is wrapped by asgiref's ``guarantee_single_callable``). The plugin
 as an ordinary WSGI app, so uWSGI routes, logs, counts, recycles and applies
 ``--harakiri`` to ASGI requests as to any other.
 
-How a request runs: the bridge is called in the request's core greenlet,
-which stays the request's I/O pump. It starts the app as an ``asyncio.Task``
-on the worker's loop (a copy of the greenlet's fresh ``contextvars``
-context, so anyio, sniffio and ``asyncio.current_task()`` work) and serves
-the Task's ``receive()`` and ``send()``: a call that needs the connection
-(a body read, a response write) switches into the core greenlet, which does
-it with uWSGI's own functions (the engine's deadlines, 100-continue and
+How a request runs: in the request's core greenlet, which stays the
+request's I/O pump. The app runs as an ``asyncio.Task`` on the worker's
+loop (in the greenlet's fresh ``contextvars`` context, so anyio, sniffio and
+``asyncio.current_task()`` work) and the core greenlet serves the Task's
+``receive()`` and ``send()``: a call that needs the connection (a body read,
+a response write) switches into the core greenlet, which does it with
+uWSGI's own functions (the engine's deadlines, 100-continue and
 backpressure apply) and switches back with the result; when the I/O has to
 wait, the Task awaits a future the greenlet resolves. A call that needs no
 I/O (``http.response.start``, the body of a request without one) never
-leaves the Task.
+leaves the Task. An HTTP request is served that way by asgi.c itself (the
+plugin gives every ASGI app its own subhandler: the scope is built from
+uWSGI's request, no WSGI environ; :func:`_run_http` is its Task); a
+websocket by the :class:`Bridge`, in Python, through uWSGI's WSGI environ.
 
 Lifespan runs once per worker after fork, before the worker accepts
 (:func:`worker_start`), and its shutdown after the last request of a drain
@@ -50,7 +53,6 @@ ASGIApp = Callable[[Dict[str, Any], Receive, Send], Awaitable[None]]
 SPEC_VERSION = "2.4"
 ASGI = {"version": "3.0", "spec_version": SPEC_VERSION}
 
-_READ = 65536           # the largest http.request chunk
 _NO_BODY = frozenset({204, 304})
 
 
@@ -251,14 +253,14 @@ class Bridge:
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
         if _engine is None:
             raise RuntimeError("ASGI apps run under --tornado N --greenlet only")
-        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return _WebSocket(self, _engine, environ).run()
-        return _Request(self, _engine, environ).run()
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            raise RuntimeError("the HTTP requests of an ASGI app are served by asgi.c, not the bridge")
+        return _WebSocket(self, _engine, environ).run()
 
 
 # ---- the HTTP requests, served by asgi.c ----
 
-async def run_http(app: ASGIApp, scope: Dict[str, Any], request: Any) -> None:
+async def _run_http(app: ASGIApp, scope: Dict[str, Any], request: Any) -> None:
     """The Task of one HTTP request: the app with the ``receive`` and
     ``send`` of ``request`` (asgi.c's Request), then ``request.finished``,
     from which the core greenlet ends the request (no loop iteration
@@ -273,7 +275,7 @@ async def run_http(app: ASGIApp, scope: Dict[str, Any], request: Any) -> None:
         raise error
 
 
-def http_app(callable_: Any) -> Optional[Tuple[ASGIApp, str, Dict[str, Any]]]:
+def _http_app(callable_: Any) -> Optional[Tuple[ASGIApp, str, Dict[str, Any]]]:
     """(app, name, lifespan state) when ``callable_`` is the bridge of an
     ASGI app (its HTTP requests then go to asgi.c), else None."""
     if isinstance(callable_, Bridge):
@@ -295,7 +297,7 @@ def _harakiri_http(task: "asyncio.Task[None]", method: str, uri: str) -> None:
     task.cancel()
 
 
-def http_config() -> Tuple[Any, ...]:
+def _http_config() -> Tuple[Any, ...]:
     """What asgi.c's requests take from the glue and the worker's loop, once
     per worker after :func:`worker_start`."""
     assert _engine is not None
@@ -306,7 +308,7 @@ def http_config() -> Tuple[Any, ...]:
     create_task: Callable[..., Any] = loop.create_task
     if loop.get_task_factory() is None and isinstance(loop, asyncio.BaseEventLoop):
         create_task = functools.partial(asyncio.Task, loop=loop)
-    return (run_http, create_task, loop.create_future, loop.call_later, loop.add_reader,
+    return (_run_http, create_task, loop.create_future, loop.call_later, loop.add_reader,
             loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError)
 
 
@@ -356,7 +358,9 @@ def _server(socket_name: str) -> Optional[Tuple[str, int]]:
 
 
 class _Request:
-    """One HTTP request of an ASGI app: its scope, its Task, and the pump."""
+    """The pump of a websocket's request (_WebSocket): its scope, its Task,
+    and the core greenlet serving the Task's calls. HTTP requests are
+    served by asgi.c, which follows the same design in C."""
 
     __slots__ = ("bridge", "engine", "environ", "task", "core", "idle", "queue", "done",
                  "remaining", "chunked_in", "body_done", "status", "headers", "started",
@@ -460,13 +464,6 @@ class _Request:
                 return value
             # None: the Task ended; anything else: not ours, wait on
 
-    def _do(self, op: _Op) -> Any:
-        if op.kind == _RECEIVE:
-            return self._read_body()
-        if op.kind == _BODY:
-            return self._write_body(op.message)
-        return self._pathsend(op.message)
-
     def _perform(self, op: _Op) -> None:
         try:
             value, error = self._do(op), None
@@ -487,24 +484,6 @@ class _Request:
                 future.set_exception(error)
             else:
                 future.set_result(value)
-
-    def _read_body(self) -> Message:
-        try:
-            if self.chunked_in:
-                data = self.engine.uwsgi.chunked_read(self.engine.socket_timeout)
-                more = bool(data)
-            else:
-                data = self.environ["wsgi.input"].read(min(self.remaining, _READ))
-                if not data:
-                    raise OSError("the request body ended early")
-                self.remaining -= len(data)
-                more = self.remaining > 0
-        except OSError:
-            self._disconnect()
-            return _DISCONNECT
-        if not more:
-            self.body_done = True
-        return {"type": "http.request", "body": data, "more_body": more}
 
     def _begin(self, final_body: Optional[bytes]) -> None:
         """The response head, once the first body is known: Content-Length
@@ -560,47 +539,10 @@ class _Request:
         if not more:
             self._completed()
 
-    def _pathsend(self, message: Message) -> None:
-        path = message["path"]
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            size = os.fstat(fd).st_size
-            headers = [h for h in self.headers if h[0].lower() != b"content-length"]
-            headers.append((b"content-length", str(size).encode()))
-            self.headers = headers
-            self._begin(None)
-            try:
-                self.engine.c.sendfile(fd, size)
-            except OSError:
-                self._disconnect()
-                raise
-        finally:
-            os.close(fd)
-        self._completed()
-
     def _completed(self) -> None:
         self.complete = True
         if self.waiters or self.watching:
             self._wake_waiters()
-
-    def _finish(self, error: Optional[BaseException]) -> None:
-        """The Task is over: say what went wrong, answer 500 when nothing
-        was answered."""
-        if error is not None and not isinstance(error, (ClientDisconnected, asyncio.CancelledError)):
-            _log(f"[tornado] ASGI app {self.bridge.name} raised:\n"
-                 + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        if not self.started and not self.disconnected:
-            if error is None:
-                _log(f"[tornado] ASGI app {self.bridge.name} returned without a response")
-            self.status = 500
-            self.headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
-            try:
-                self._write_body({"body": b"Internal Server Error", "more_body": False})
-            except OSError:
-                pass
-        elif not self.complete and not self.disconnected:
-            # the body stopped short: the client must not take it for whole
-            self.engine.c.abort()
 
     # ---- in the Task ----
 
@@ -619,40 +561,6 @@ class _Request:
             self.queue.append(op)
         future = op.future = self.engine.loop.create_future()
         return await future
-
-    async def receive(self) -> Message:
-        if not self.body_done:
-            if self.chunked_in or self.remaining > 0:
-                return await self._call(_Op(_RECEIVE, None))
-            # no body: nothing to read
-            self.body_done = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        if self.complete or self.disconnected:
-            return _DISCONNECT
-        future = self.engine.loop.create_future()
-        self.waiters.append(future)
-        self._watch()
-        return await future
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if self.disconnected:
-            raise ClientDisconnected("the client went away")
-        if kind == "http.response.start":
-            if self.status:
-                raise RuntimeError("http.response.start sent twice")
-            self.status = message["status"]
-            self.headers = message.get("headers", ())
-            return None
-        if not self.status:
-            raise RuntimeError(f"{kind!r} sent before http.response.start")
-        if self.complete:
-            raise RuntimeError(f"{kind!r} sent after the response completed")
-        if kind == "http.response.body":
-            return await self._call(_Op(_BODY, message))
-        if kind == "http.response.pathsend":
-            return await self._call(_Op(_PATHSEND, message))
-        raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
 
     # ---- the client going away ----
 

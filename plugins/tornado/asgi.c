@@ -5,18 +5,21 @@
  * (uwsgidecorators_ext/asgi.py) wraps it in a WSGI callable, the bridge,
  * which this file registers with the python plugin as an ordinary app
  * (init_uwsgi_app, as --mount does): uWSGI routes, logs, counts, recycles
- * and applies --harakiri to its requests as to any WSGI request. The bridge
- * runs in the request's core greenlet, the request's I/O pump: it starts the
- * app as an asyncio Task on the worker's loop and serves its receive() and
- * send() with uWSGI's own body reads and response writes.
+ * and applies --harakiri to its requests as to any WSGI request.
  *
- * This file gives the bridge the request's side in C, module
- * _uwsgi_tornado_asgi: the request's headers in the client's order (uWSGI's
- * vars, Content-Type and Content-Length included, duplicates kept), the
- * response head and body straight from ASGI's bytes (no str round trip per
- * header), and the file of http.response.pathsend. Per worker it runs the
- * apps' lifespan startup before the worker accepts and their shutdown after
- * the last request of a drain.
+ * In the worker, each ASGI app gets this file's own request subhandler
+ * (wi->request_subhandler, tw_asgi_request): an HTTP request is served here,
+ * in C, without a WSGI environ (the scope is built from uWSGI's request;
+ * "the HTTP request of an ASGI app, in C" below says how), a websocket by the
+ * bridge in Python, through the stock WSGI environ. For both, the request's
+ * core greenlet is its I/O pump and the app runs as an asyncio Task.
+ *
+ * Module _uwsgi_tornado_asgi gives the Python bridge the request's side: the
+ * request's headers in the client's order (uWSGI's vars, Content-Type and
+ * Content-Length included, duplicates kept), the response head and body
+ * straight from ASGI's bytes, and the file of http.response.pathsend. Per
+ * worker this file runs the apps' lifespan startup before the worker accepts
+ * and their shutdown after the last request of a drain.
  */
 #include "tornado.h"
 
@@ -335,7 +338,7 @@ static PyObject *asgi_configure(PyObject *self, PyObject *exc) {
  * send(), and the core greenlet stays the request's I/O pump (the design
  * the Python bridge had, which keeps serving websockets):
  *
- *  - the app runs as an asyncio Task (glue: run_http) in the loop's greenlet,
+ *  - the app runs as an asyncio Task (glue: _run_http) in the loop's greenlet,
  *    the hub; the core greenlet parks (switches to the hub) until the Task
  *    calls for I/O or ends;
  *  - a receive() or send() that needs the connection (a body read, a
@@ -947,7 +950,7 @@ static PyObject *request_send(asgi_request *r, PyObject *message) {
 	return call_core(r, op, message);
 }
 
-/* finished(error): the Task's last step (glue: run_http) */
+/* finished(error): the Task's last step (glue: _run_http) */
 static PyObject *request_finished(asgi_request *r, PyObject *error) {
 	if (error != Py_None) {
 		Py_INCREF(error);
@@ -1469,12 +1472,12 @@ error:
 }
 
 /* Once per worker, after the lifespan startups: what the requests take
- * from the glue (http_config()) and each ASGI app's own subhandler. */
+ * from the glue (_http_config()) and each ASGI app's own subhandler. */
 static int asgi_http_configure(void) {
-	PyObject *conf = PyObject_CallMethod(glue, "http_config", NULL);
+	PyObject *conf = PyObject_CallMethod(glue, "_http_config", NULL);
 	if (!conf) return -1;
 	double harakiri = 0;
-	if (!PyArg_ParseTuple(conf, "OOOOOOOdOO:http_config", &hx.run_http, &hx.create_task, &hx.create_future,
+	if (!PyArg_ParseTuple(conf, "OOOOOOOdOO:_http_config", &hx.run_http, &hx.create_task, &hx.create_future,
 		&hx.call_later, &hx.add_reader, &hx.remove_reader, &hx.harakiri_cb, &harakiri, &hx.log_error, &hx.cancelled_exc)) {
 		Py_DECREF(conf);
 		hx.run_http = NULL;
@@ -1492,7 +1495,7 @@ static int asgi_http_configure(void) {
 	int i;
 	for (i = 0; i < uwsgi_apps_cnt; i++) {
 		struct uwsgi_app *wi = &uwsgi_apps[i];
-		PyObject *info = PyObject_CallMethod(glue, "http_app", "O", (PyObject *) wi->callable);
+		PyObject *info = PyObject_CallMethod(glue, "_http_app", "O", (PyObject *) wi->callable);
 		if (!info) return -1;
 		if (info != Py_None && !PyArg_ParseTuple(info, "OOO", &asgi_apps[i].app, &asgi_apps[i].name, &asgi_apps[i].state)) {
 			Py_DECREF(info);
