@@ -22,7 +22,9 @@
  *    value with the same bytes is the same immutable str again, compared
  *    with memcmp instead of decoded and allocated;
  *  - wsgi.input is one object per core (it only points at the core's
- *    wsgi_request, as the stock one does), not one per request.
+ *    wsgi_request, as the stock one does), not one per request, and so is
+ *    the int of uwsgi.core (above 256, CPython's small ints, it would be a
+ *    new object per request).
  *
  * The rules stay the python plugin's: keys and values are str decoded as
  * latin-1 (PEP 3333), the request's variables in their order (a repeated
@@ -106,6 +108,7 @@ static struct known_key *lookup(const char *k, size_t len) {
 static PyObject *str_env;            /* "env" in the uwsgi module's dict */
 static PyObject *str_http, *str_https;
 static PyObject **inputs;            /* owned: wsgi.input of each core */
+static PyObject **core_ids;          /* owned: uwsgi.core of each core, made at its first request */
 static PyObject **templates;         /* owned: the constant entries of each app (uwsgi.max_apps) */
 
 /* the value of a known key: its last one again when the bytes are the same */
@@ -218,8 +221,10 @@ static void *tw_wsgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 	/* uwsgi.env, in non-threaded mode only (as the stock subhandler) */
 	if (uwsgi.threads < 2 && PyDict_SetItem(up.embedded_dict, str_env, env)) goto error;
 	if (uwsgi.cores > 1) {
-		core = PyLong_FromLong(wsgi_req->async_id);
-		if (!core || set_entry(env, ENTRY_UWSGI_CORE, core)) goto error;
+		PyObject **id = &core_ids[wsgi_req->async_id];
+		if (!*id && !(*id = PyLong_FromLong(wsgi_req->async_id))) goto error;
+		core = new_ref(*id);
+		if (set_entry(env, ENTRY_UWSGI_CORE, core)) goto error;
 		Py_CLEAR(core);
 	}
 
@@ -267,6 +272,7 @@ int tw_environ_install(void) {
 	int i, taken = 0;
 	if (make_keys()) return -1;
 	inputs = uwsgi_calloc(sizeof(PyObject *) * uwsgi.cores);
+	core_ids = uwsgi_calloc(sizeof(PyObject *) * uwsgi.cores);
 	templates = uwsgi_calloc(sizeof(PyObject *) * uwsgi.max_apps);
 	for (i = 0; i < uwsgi_apps_cnt; i++) {
 		struct uwsgi_app *wi = &uwsgi_apps[i];
