@@ -187,15 +187,21 @@ static int hook_result(enum tw_wait_end end) {
 	return end == TW_WAIT_READY ? 1 : end == TW_WAIT_ERROR ? -1 : 0;
 }
 
-/* Run a wait in the current core, or outside one; clear any Python error so
- * the C caller, which knows nothing of Python, gets a plain -1. */
+/* A wait outside a core (a signal handler, a loop callback's greenlet):
+ * tw_green_wait, its Python error printed so the C caller, which knows
+ * nothing of Python, gets a plain -1. 1 fd ready, 0 deadline, -1 error. */
+static int outside_wait(int fd, uint32_t events, uint64_t deadline) {
+	int ret = tw_green_wait(fd, events, deadline);
+	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
+	return ret;
+}
+
+/* Run a wait in the current core, or outside one. */
 static int wait_fd(int fd, uint32_t events, int timeout) {
 	uint64_t deadline = tw_deadline_after(timeout);
 	struct tw_core *c = tw_current_core();
 	if (c) return hook_result(tw_wait_fds(c, fd, -1, events, deadline));
-	int ret = tw_green_wait(fd, events, deadline);
-	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
-	return ret;
+	return outside_wait(fd, events, deadline);
 }
 
 static int tw_wait_read_hook(int fd, int timeout) {
@@ -222,9 +228,7 @@ static int tw_wait_milliseconds_hook(int timeout) {
 	uint64_t deadline = tw_deadline_after((timeout > 0 ? timeout : 1) / 1e3);
 	struct tw_core *c = tw_current_core();
 	if (c) return tw_wait_until(c, deadline) == TW_WAIT_READY ? 0 : -1;
-	int ret = tw_green_wait(-1, 0, deadline);
-	if (ret < 0 && PyErr_Occurred()) PyErr_Print();
-	return ret == 0 ? 0 : -1;
+	return outside_wait(-1, 0, deadline) == 0 ? 0 : -1;
 }
 
 /* ---- schedule hooks: yields and the core async API ---- */
