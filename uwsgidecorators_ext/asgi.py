@@ -341,20 +341,6 @@ _DISCONNECT = {"type": "http.disconnect"}
 _WS_BEFORE_ACCEPT = {"websocket.accept": _WS_ACCEPT, "websocket.close": _WS_DENY}
 _WS_AFTER_ACCEPT = {"websocket.send": _WS_SEND, "websocket.close": _WS_CLOSE}
 _PENDING = object()
-_servers: Dict[str, Optional[Tuple[str, int]]] = {}
-
-
-def _server(socket_name: str) -> Optional[Tuple[str, int]]:
-    """The scope's server for a listen socket's name ("host:port", ":port";
-    None for a unix socket), computed once per socket."""
-    try:
-        return _servers[socket_name]
-    except KeyError:
-        pass
-    host, sep, port = socket_name.rpartition(":")
-    server = (host.strip("[]") or "0.0.0.0", int(port)) if sep and port.isdigit() else None
-    _servers[socket_name] = server
-    return server
 
 
 class _Request:
@@ -396,30 +382,8 @@ class _Request:
     # ---- the scope ----
 
     def scope(self) -> Dict[str, Any]:
-        environ = self.environ
-        root = environ.get("SCRIPT_NAME", "")
-        path = root + environ.get("PATH_INFO", "")
-        uri = environ.get("REQUEST_URI", path)
-        query = uri.find("?")
-        raw_path = (uri if query < 0 else uri[:query]).encode("latin-1")
-        client_host, client_port, socket_name = self.engine.c.peer()
-        state = self.bridge.lifespan.state
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
-            "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.0")[5:],
-            "method": environ["REQUEST_METHOD"],
-            "scheme": environ.get("wsgi.url_scheme", "http"),
-            "path": path if path.isascii() else path.encode("latin-1").decode("utf-8", "replace"),
-            "raw_path": raw_path,
-            "root_path": root if root.isascii() else root.encode("latin-1").decode("utf-8", "replace"),
-            "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
-            "headers": self.engine.c.headers(),
-            "client": (client_host, client_port) if client_host else None,
-            "server": _server(socket_name),
-            "state": state.copy() if state else {},
-            "extensions": {"http.response.pathsend": {}},
-        }
+        """The request's http scope, built by asgi.c as for an HTTP request."""
+        return self.engine.c.scope(self.bridge.lifespan.state)
 
     # ---- in the core greenlet ----
 

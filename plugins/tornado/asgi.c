@@ -181,11 +181,6 @@ static PyObject *request_headers(struct wsgi_request *wsgi_req) {
 	return list;
 }
 
-static PyObject *asgi_headers(PyObject *self, PyObject *unused) {
-	struct wsgi_request *wsgi_req = current_req();
-	return wsgi_req ? request_headers(wsgi_req) : NULL;
-}
-
 /* http_socket(): the request came on an HTTP socket of the engine
  * (--http-socket, --http11-socket, --https-socket), where the engine frames
  * a response itself (chunked); False behind the uwsgi protocol */
@@ -196,108 +191,10 @@ static PyObject *asgi_http_socket(PyObject *self, PyObject *unused) {
 	return PyBool_FromLong(c->http != NULL);
 }
 
-/* peer(): (client host, client port, the listen socket's name) */
-static PyObject *asgi_peer(PyObject *self, PyObject *unused) {
-	struct wsgi_request *wsgi_req = current_req();
-	if (!wsgi_req) return NULL;
-	char ip[INET6_ADDRSTRLEN] = "";
-	int port = 0;
-	struct sockaddr *sa = (struct sockaddr *) &wsgi_req->client_addr;
-	if (sa->sa_family == AF_INET) {
-		inet_ntop(AF_INET, &wsgi_req->client_addr.sin.sin_addr, ip, sizeof(ip));
-		port = ntohs(wsgi_req->client_addr.sin.sin_port);
-	}
-	else if (sa->sa_family == AF_INET6) {
-		inet_ntop(AF_INET6, &wsgi_req->client_addr.sin6.sin6_addr, ip, sizeof(ip));
-		port = ntohs(wsgi_req->client_addr.sin6.sin6_port);
-	}
-	return Py_BuildValue("(sis)", ip, port, wsgi_req->socket && wsgi_req->socket->name ? wsgi_req->socket->name : "");
-}
-
+/* what a write raises once the client went away (ClientDisconnected) */
 static PyObject *write_failed(void) {
 	PyErr_SetString(disconnected_exc ? disconnected_exc : PyExc_OSError, "the client went away");
 	return NULL;
-}
-
-/* start(status, headers): the response head, from ASGI's bytes pairs */
-static PyObject *asgi_start(PyObject *self, PyObject *args) {
-	int status;
-	PyObject *headers;
-	if (!PyArg_ParseTuple(args, "iO:start", &status, &headers)) return NULL;
-	struct wsgi_request *wsgi_req = current_req();
-	if (!wsgi_req) return NULL;
-	if (wsgi_req->headers_sent) {
-		PyErr_SetString(PyExc_RuntimeError, "the response has started already");
-		return NULL;
-	}
-	if (uwsgi_response_prepare_headers_int(wsgi_req, status)) return write_failed();
-	PyObject *seq = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
-	if (!seq) return NULL;
-	Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq);
-	for (i = 0; i < n; i++) {
-		PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-		char *k, *v;
-		Py_ssize_t kl, vl;
-		PyObject *pk = PySequence_Check(pair) && PySequence_Size(pair) == 2 ? PySequence_GetItem(pair, 0) : NULL;
-		PyObject *pv = pk ? PySequence_GetItem(pair, 1) : NULL;
-		if (!pk || !pv || PyBytes_AsStringAndSize(pk, &k, &kl) || PyBytes_AsStringAndSize(pv, &v, &vl)) {
-			Py_XDECREF(pk);
-			Py_XDECREF(pv);
-			Py_DECREF(seq);
-			if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
-				PyErr_Clear();
-				PyErr_SetString(PyExc_TypeError, "each response header must be a [bytes, bytes] pair");
-			}
-			return NULL;
-		}
-		int bad = kl > 0xffff || vl > 0xffff || memchr(v, '\n', vl) || memchr(v, '\r', vl) || memchr(k, ':', kl);
-		int failed = !bad && uwsgi_response_add_header(wsgi_req, k, kl, v, vl);
-		Py_DECREF(pk);
-		Py_DECREF(pv);
-		if (bad) {
-			Py_DECREF(seq);
-			PyErr_SetString(PyExc_ValueError, "a response header with a newline, a colon in its name, or longer than 64 KiB");
-			return NULL;
-		}
-		if (failed) {
-			Py_DECREF(seq);
-			return write_failed();
-		}
-	}
-	Py_DECREF(seq);
-	Py_RETURN_NONE;
-}
-
-/* write(data, chunked): body bytes, in a chunk of chunked framing when told;
- * returns once they are written (uWSGI's writer waits through the engine) */
-static PyObject *asgi_write(PyObject *self, PyObject *args) {
-	Py_buffer data;
-	int chunked = 0;
-	if (!PyArg_ParseTuple(args, "y*|p:write", &data, &chunked)) return NULL;
-	struct wsgi_request *wsgi_req = current_req();
-	if (!wsgi_req) {
-		PyBuffer_Release(&data);
-		return NULL;
-	}
-	int ret;
-	if (chunked) {
-		char head[20];
-		int hl = snprintf(head, sizeof(head), "%zx\r\n", (size_t) data.len);
-		struct iovec iov[3] = {{head, hl}, {data.buf, data.len}, {"\r\n", 2}};
-		/* an empty chunk ends the body: only the terminator (0\r\n\r\n) */
-		if (!data.len) ret = uwsgi_response_write_body_do(wsgi_req, "0\r\n\r\n", 5);
-		else if (wsgi_req->socket->proto_writev) ret = uwsgi_response_writev_body_do(wsgi_req, iov, 3);
-		/* uWSGI's writev fallback (TLS) loses the bytes after the first
-		 * vector (it keeps write_pos across them): a write per part */
-		else ret = uwsgi_response_write_body_do(wsgi_req, head, hl) || uwsgi_response_write_body_do(wsgi_req, data.buf, data.len)
-			|| uwsgi_response_write_body_do(wsgi_req, "\r\n", 2) ? -1 : UWSGI_OK;
-	}
-	else if (data.len) ret = uwsgi_response_write_body_do(wsgi_req, data.buf, data.len);
-	/* an empty body: the head alone */
-	else ret = wsgi_req->headers_sent ? UWSGI_OK : uwsgi_response_write_headers_do(wsgi_req);
-	PyBuffer_Release(&data);
-	if (ret < 0 || wsgi_req->write_errors) return write_failed();
-	Py_RETURN_NONE;
 }
 
 /* sendfile(fd, size): http.response.pathsend, by uWSGI's sendfile */
@@ -544,9 +441,10 @@ static int http_strings(void) {
 	S(s_http, "http"); S(s_https, "https"); S(s_v11, "1.1"); S(s_v10, "1.0"); S(s_empty_str, "");
 	S(pathsend_ext_name, "http.response.pathsend");
 	s_empty_bytes = PyBytes_FromStringAndSize("", 0);
-	asgi_template = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.4");
+	/* the glue's ASGI dict (the spec version it implements), copied per scope */
+	asgi_template = PyObject_GetAttrString(glue, "ASGI");
 	hx.headers_none = PyTuple_New(0);
-	return s_empty_bytes && asgi_template && hx.headers_none ? 0 : -1;
+	return s_empty_bytes && asgi_template && PyDict_Check(asgi_template) && hx.headers_none ? 0 : -1;
 }
 #undef S
 
@@ -662,7 +560,7 @@ static int set_item(PyObject *d, PyObject *key, PyObject *value) {
 }
 
 /* new reference: the http scope of the running request */
-static PyObject *http_scope(struct wsgi_request *wsgi_req, struct asgi_app *a) {
+static PyObject *http_scope(struct wsgi_request *wsgi_req, PyObject *state) {
 	PyObject *scope = PyDict_New();
 	if (!scope) return NULL;
 	char *uri = wsgi_req->uri;
@@ -712,7 +610,7 @@ static PyObject *http_scope(struct wsgi_request *wsgi_req, struct asgi_app *a) {
 		|| set_item(scope, s_headers, request_headers(wsgi_req))
 		|| set_item(scope, s_client, client_of(wsgi_req))
 		|| set_item(scope, s_server, server_of(wsgi_req->socket))
-		|| set_item(scope, s_state, PyDict_Size(a->state) ? PyDict_Copy(a->state) : PyDict_New())
+		|| set_item(scope, s_state, PyDict_Size(state) ? PyDict_Copy(state) : PyDict_New())
 		|| set_item(scope, s_extensions, ext)) {
 		Py_DECREF(scope);
 		return NULL;
@@ -881,11 +779,6 @@ static PyObject *call_core(asgi_request *r, enum asgi_op op, PyObject *msg) {
 	return ready_wait(future);
 }
 
-static PyObject *client_gone(void) {
-	PyErr_SetString(disconnected_exc ? disconnected_exc : PyExc_OSError, "the client went away");
-	return NULL;
-}
-
 static PyObject *request_receive(asgi_request *r, PyObject *unused) {
 	if (!r->body_done) {
 		if (r->wsgi_req && (r->chunked_in || r->remaining > 0)) return call_core(r, OP_RECEIVE, NULL);
@@ -909,7 +802,7 @@ static PyObject *request_send(asgi_request *r, PyObject *message) {
 		if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
 		return NULL;
 	}
-	if (r->disconnected) return client_gone();
+	if (r->disconnected) return write_failed();
 	if (str_is(kind, s_start)) {
 		if (r->status) {
 			PyErr_SetString(PyExc_RuntimeError, "http.response.start sent twice");
@@ -1009,7 +902,7 @@ static PyTypeObject request_type = {
 
 static int write_failed_op(asgi_request *r) {
 	disconnected(r);
-	client_gone();
+	write_failed();
 	return -1;
 }
 
@@ -1030,6 +923,36 @@ static int header_pair(PyObject *pair, PyObject **pk, PyObject **pv, char **k, P
 			PyErr_SetString(PyExc_TypeError, "each response header must be a [bytes, bytes] pair");
 		}
 		return -1;
+	}
+	return 0;
+}
+
+/* The status line and the app's headers (a PySequence_Fast of [bytes,
+ * bytes] pairs; drop_te: without Transfer-Encoding): 0, -1 with a Python
+ * error (a header the app got wrong), -2 when uWSGI could not take it (the
+ * client went away). */
+static int head_start(struct wsgi_request *wsgi_req, int status, PyObject *seq, int drop_te) {
+	if (wsgi_req->headers_sent) {
+		PyErr_SetString(PyExc_RuntimeError, "the response has started already");
+		return -1;
+	}
+	if (uwsgi_response_prepare_headers_int(wsgi_req, status)) return -2;
+	Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq);
+	for (i = 0; i < n; i++) {
+		PyObject *pk, *pv;
+		char *k, *v;
+		Py_ssize_t kl, vl;
+		if (header_pair(PySequence_Fast_GET_ITEM(seq, i), &pk, &pv, &k, &kl, &v, &vl)) return -1;
+		int bad = kl > 0xffff || vl > 0xffff || memchr(v, '\n', vl) || memchr(v, '\r', vl) || memchr(k, ':', kl);
+		int skip = drop_te && header_is(k, kl, "transfer-encoding", 17);
+		int failed = !bad && !skip && uwsgi_response_add_header(wsgi_req, k, kl, v, vl);
+		Py_DECREF(pk);
+		Py_DECREF(pv);
+		if (bad) {
+			PyErr_SetString(PyExc_ValueError, "a response header with a newline, a colon in its name, or longer than 64 KiB");
+			return -1;
+		}
+		if (failed) return -2;
 	}
 	return 0;
 }
@@ -1078,27 +1001,9 @@ static int begin(asgi_request *r, Py_ssize_t final_len) {
 			r->chunked_out = 1;
 		}
 	}
-	if (wsgi_req->headers_sent) {
-		PyErr_SetString(PyExc_RuntimeError, "the response has started already");
-		goto error;
-	}
-	if (uwsgi_response_prepare_headers_int(wsgi_req, r->status)) goto failed;
-	for (i = 0; i < n; i++) {
-		PyObject *pk, *pv;
-		char *k, *v;
-		Py_ssize_t kl, vl;
-		if (header_pair(PySequence_Fast_GET_ITEM(seq, i), &pk, &pv, &k, &kl, &v, &vl)) goto error;
-		int bad = kl > 0xffff || vl > 0xffff || memchr(v, '\n', vl) || memchr(v, '\r', vl) || memchr(k, ':', kl);
-		int skip = drop_te && header_is(k, kl, "transfer-encoding", 17);
-		int failed = !bad && !skip && uwsgi_response_add_header(wsgi_req, k, kl, v, vl);
-		Py_DECREF(pk);
-		Py_DECREF(pv);
-		if (bad) {
-			PyErr_SetString(PyExc_ValueError, "a response header with a newline, a colon in its name, or longer than 64 KiB");
-			goto error;
-		}
-		if (failed) goto failed;
-	}
+	int ret = head_start(wsgi_req, r->status, seq, drop_te);
+	if (ret == -1) goto error;
+	if (ret < 0) goto failed;
 	if (extra_name && uwsgi_response_add_header(wsgi_req, (char *) extra_name, strlen(extra_name), extra, extra_len)) goto failed;
 	Py_DECREF(seq);
 	r->started = 1;
@@ -1131,6 +1036,36 @@ static int write_body(struct wsgi_request *wsgi_req, const char *data, size_t le
 	/* an empty body: the head alone */
 	else ret = wsgi_req->headers_sent ? UWSGI_OK : uwsgi_response_write_headers_do(wsgi_req);
 	return ret < 0 || wsgi_req->write_errors ? -1 : 0;
+}
+
+/* start(status, headers): the response head, from ASGI's bytes pairs
+ * (the Python bridge's websocket denial) */
+static PyObject *asgi_start(PyObject *self, PyObject *args) {
+	int status;
+	PyObject *headers;
+	if (!PyArg_ParseTuple(args, "iO:start", &status, &headers)) return NULL;
+	struct wsgi_request *wsgi_req = current_req();
+	if (!wsgi_req) return NULL;
+	PyObject *seq = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
+	if (!seq) return NULL;
+	int ret = head_start(wsgi_req, status, seq, 0);
+	Py_DECREF(seq);
+	if (ret == -1) return NULL;
+	if (ret < 0) return write_failed();
+	Py_RETURN_NONE;
+}
+
+/* write(data, chunked): body bytes (write_body) */
+static PyObject *asgi_write(PyObject *self, PyObject *args) {
+	Py_buffer data;
+	int chunked = 0;
+	if (!PyArg_ParseTuple(args, "y*|p:write", &data, &chunked)) return NULL;
+	struct wsgi_request *wsgi_req = current_req();
+	int failed = wsgi_req ? write_body(wsgi_req, data.buf, data.len, chunked) : 0;
+	PyBuffer_Release(&data);
+	if (!wsgi_req) return NULL;
+	if (failed) return write_failed();
+	Py_RETURN_NONE;
 }
 
 static void completed(asgi_request *r) {
@@ -1257,7 +1192,7 @@ static PyObject *op_receive(asgi_request *r) {
 /* perform one op; new reference to its result (NULL and an exception set, or
  * NULL for None with none set) */
 static PyObject *perform(asgi_request *r, enum asgi_op op, PyObject *msg) {
-	if (!r->wsgi_req) return client_gone();
+	if (!r->wsgi_req) return write_failed();
 	if (op == OP_RECEIVE) return op_receive(r);
 	/* a write's result is None: NULL with no exception set */
 	if (op == OP_BODY) op_body(r, msg);
@@ -1359,7 +1294,7 @@ static void request_release(asgi_request *r) {
 		for (i = 0; i < PyList_GET_SIZE(queue); i++) {
 			PyObject *future = PyTuple_GET_ITEM(PyList_GET_ITEM(queue, i), 2);
 			Py_INCREF(future);
-			client_gone();
+			write_failed();
 			PyObject *type, *value, *tb;
 			PyErr_Fetch(&type, &value, &tb);
 			future_resolve(future, NULL, type, value, tb);
@@ -1395,7 +1330,7 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 	PyObject *scope = NULL, *coro = NULL, *timer = NULL;
 	asgi_request *r = request_new(wsgi_req, c, a);
 	if (!r) goto error;
-	scope = http_scope(wsgi_req, a);
+	scope = http_scope(wsgi_req, a->state);
 	if (!scope) goto error;
 	coro = PyObject_CallFunctionObjArgs(hx.run_http, a->app, scope, (PyObject *) r, NULL);
 	Py_CLEAR(scope);
@@ -1512,9 +1447,20 @@ static int asgi_http_configure(void) {
 	return 0;
 }
 
+/* scope(state): the http scope of the running request, for the Python
+ * bridge's websockets (which change what differs) */
+static PyObject *asgi_scope(PyObject *self, PyObject *state) {
+	struct wsgi_request *wsgi_req = current_req();
+	if (!wsgi_req) return NULL;
+	if (!PyDict_Check(state)) {
+		PyErr_SetString(PyExc_TypeError, "the lifespan state is a dict");
+		return NULL;
+	}
+	return http_scope(wsgi_req, state);
+}
+
 static PyMethodDef asgi_methods[] = {
-	{"headers", asgi_headers, METH_NOARGS, "the request's headers, (name, value) bytes pairs in the client's order"},
-	{"peer", asgi_peer, METH_NOARGS, "(client host, client port, listen socket name)"},
+	{"scope", asgi_scope, METH_O, "scope(state): the http scope of the running request (state: the lifespan state)"},
 	{"http_socket", asgi_http_socket, METH_NOARGS, "the request came on an HTTP socket"},
 	{"start", asgi_start, METH_VARARGS, "start(status, headers): the response head"},
 	{"write", asgi_write, METH_VARARGS, "write(data, chunked=False): response body bytes"},
