@@ -269,6 +269,51 @@ def test_a_receive_asked_while_a_body_write_waits_is_served_after_it(uwsgi):
     assert b"|got 100000" in rest
 
 
+def test_a_first_step_waiting_for_a_slow_reader_lets_other_tasks_run_and_keeps_its_task_and_context(uwsgi):
+    """the Task's first step runs in the core greenlet (README: "ASGI
+    apps"): while its write waits, other requests run as their own Tasks,
+    and the step goes on as the same current Task in its own context"""
+    server = asgi(uwsgi)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /first-step HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)  # the write waits for this reader
+        with httpx.Client() as client:
+            for _ in range(5):
+                scope = client.get(f"{server.url}/scope", timeout=5).json()
+                assert scope["task"] is True and scope["context_was_fresh"] is True
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(1 << 20)
+            assert chunk, data[-200:]
+            data += chunk
+    rest = data.partition(b"\r\n\r\n")[2]
+    assert rest.count(b"w") == 32_000_000
+    assert b"|same task and context: True" in rest
+
+
+def test_on_uvloop_the_requests_run_as_tasks_and_a_first_step_that_waits_lets_others_run(uwsgi):
+    pytest.importorskip("uvloop")
+    server = asgi(uwsgi, "--tornado-uvloop")
+    scope = httpx.get(f"{server.url}/scope").json()
+    assert "uvloop" in scope["loop"]  # the engine's loop is a uvloop.Loop
+    assert scope["task"] is True and scope["context_was_fresh"] is True
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /first-step HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        assert httpx.get(f"{server.url}/scope", timeout=5).json()["task"] is True
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(1 << 20)
+            assert chunk, data[-200:]
+            data += chunk
+    assert b"|same task and context: True" in data
+    results, elapsed = sleep_together(server.port, 50, 1.0)
+    assert results == [(200, b"slept")] * 50
+    assert elapsed < 2.5, elapsed
+
+
 # ---- the engine's guarantees ----
 
 def test_100_concurrent_requests_sleeping_1s_finish_in_about_1s_on_one_worker(uwsgi):

@@ -306,10 +306,20 @@ def _http_config() -> Tuple[Any, ...]:
     # (in its lifespan startup): loop.create_task is a Python method on
     # asyncio's loop, the class is C
     create_task: Callable[..., Any] = loop.create_task
-    if loop.get_task_factory() is None and isinstance(loop, asyncio.BaseEventLoop):
+    # asyncio's own loop or the engine's uvloop, with no task factory: asgi.c
+    # runs the first step of each request's Task in the core greenlet (its
+    # I/O without a switch)
+    eager: Any = None
+    if loop.get_task_factory() is None and (isinstance(loop, asyncio.BaseEventLoop)
+                                            or getattr(loop, "tw_engine_uvloop", False)):
         create_task = functools.partial(asyncio.Task, loop=loop)
+        if hasattr(loop, "__dict__"):
+            eager = loop
+    steps = (eager, asyncio.current_task, asyncio.tasks._enter_task,  # type: ignore[attr-defined]
+             asyncio.tasks._leave_task)  # type: ignore[attr-defined]
     return (_run_http, create_task, loop.create_future, loop.call_later, loop.add_reader,
-            loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError)
+            loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError,
+            steps)
 
 
 # what the core greenlet does for the Task

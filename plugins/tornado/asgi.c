@@ -411,6 +411,15 @@ static struct {
 	PyObject *log_error;      /* glue: logs what the app raised */
 	PyObject *cancelled_exc;  /* asyncio.CancelledError */
 	PyObject *headers_none;   /* () */
+	/* the first step of a request's Task in its core (eager_step below) */
+	PyObject *loop;           /* asyncio's loop, NULL: no first step in the core */
+	PyObject *loop_dict;      /* its instance dict */
+	PyObject *call_soon;      /* its own call_soon */
+	PyObject *current_task, *enter_task, *leave_task;   /* asyncio's */
+	PyObject *capture;        /* capture_step(), as the loop's call_soon while a Task is made */
+	PyObject *step, *step_ctx;   /* what capture_step() took */
+	PyObject **step_task;     /* per core: the Task whose first step it runs (borrowed) */
+	PyObject *context_kw;     /* ("context",) */
 } hx;
 
 /* the apps' bridges by app id: their app, name and lifespan state */
@@ -426,7 +435,7 @@ static PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers, *s_path, 
 	*s_http_disconnect, *s_start, *s_resp_body, *s_pathsend, *s_done, *s_set_result, *s_set_exception,
 	*s_cancel, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_raw_path, *s_root_path,
 	*s_query_string, *s_client, *s_server, *s_state, *s_extensions, *s_http, *s_https, *s_v11,
-	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name;
+	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name, *s_call_soon;
 
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1
 static int http_strings(void) {
@@ -439,7 +448,7 @@ static int http_strings(void) {
 	S(s_raw_path, "raw_path"); S(s_root_path, "root_path"); S(s_query_string, "query_string");
 	S(s_client, "client"); S(s_server, "server"); S(s_state, "state"); S(s_extensions, "extensions");
 	S(s_http, "http"); S(s_https, "https"); S(s_v11, "1.1"); S(s_v10, "1.0"); S(s_empty_str, "");
-	S(pathsend_ext_name, "http.response.pathsend");
+	S(pathsend_ext_name, "http.response.pathsend"); S(s_call_soon, "call_soon");
 	s_empty_bytes = PyBytes_FromStringAndSize("", 0);
 	/* the glue's ASGI dict (the spec version it implements), copied per scope */
 	asgi_template = PyObject_GetAttrString(glue, "ASGI");
@@ -728,10 +737,23 @@ static int watch(asgi_request *r) {
 	return 0;
 }
 
+static PyObject *perform(asgi_request *r, enum asgi_op op, PyObject *msg);
+
+/* An op asked from inside the Task's first step, which runs in the core
+ * greenlet (eager_step): done here, no switch. */
+static int in_core(asgi_request *r) {
+	return r->c->in_step && !tw_core_suspended(r->c);
+}
+
 /* Hand an op to the core greenlet: at once when it is parked (the result,
  * or the Future of an op that had to wait), else after the op it performs
  * now (a Future). New reference to an awaitable; steals msg. */
 static PyObject *call_core(asgi_request *r, enum asgi_op op, PyObject *msg) {
+	if (!r->queue && in_core(r)) {
+		PyObject *value = perform(r, op, msg);
+		Py_XDECREF(msg);
+		return ready_new(value);
+	}
 	if (r->idle && !r->queue) {
 		r->op = op;
 		r->op_msg = msg;
@@ -1306,6 +1328,108 @@ static void request_release(asgi_request *r) {
 	Py_DECREF(r);
 }
 
+/*
+ * The first step of a request's Task runs in its core greenlet, at once,
+ * instead of the loop running it from its queue later: an app that answers
+ * without awaiting anything else (a hello) is served with no greenlet switch
+ * and no loop iteration, as a WSGI request is, and its send()s write from
+ * there (in_core()). The Task is asyncio's own: while it is made, the loop's
+ * call_soon is capture_step() (an instance attribute over the class's
+ * method, for the one call of Task.__init__), which keeps the step instead
+ * of queueing it; the step then runs in the Task's context, as the loop
+ * would run it. When the step waits in the core (a slow client), the Task
+ * leaves asyncio's current task while other work runs (step_suspend()).
+ * Only on asyncio's own loop with no task factory, and not while a Task is
+ * current (a pipelined request ended from a Task's last step): the loop
+ * runs the step then.
+ */
+static PyObject *capture_step(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	if (hx.step || nargs != 1 || nkw > 1) return PyObject_Vectorcall(hx.call_soon, args, nargsf, kwnames);
+	Py_INCREF(args[0]);
+	hx.step = args[0];
+	if (nkw) {
+		Py_INCREF(args[1]);
+		hx.step_ctx = args[1];
+	}
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef capture_def = {"call_soon", (PyCFunction) (void (*)(void)) capture_step, METH_FASTCALL | METH_KEYWORDS, NULL};
+
+/* the Task of the request: its step kept in hx.step when it is to run here */
+static PyObject *make_task(PyObject *coro) {
+	int eager = 0;
+	if (hx.loop) {
+		PyObject *current = PyObject_CallOneArg(hx.current_task, hx.loop);
+		if (!current) return NULL;
+		eager = current == Py_None;
+		Py_DECREF(current);
+	}
+	if (eager && PyDict_SetItem(hx.loop_dict, s_call_soon, hx.capture)) return NULL;
+	PyObject *task = PyObject_CallOneArg(hx.create_task, coro);
+	if (eager) {
+		PyObject *type, *value, *tb;
+		PyErr_Fetch(&type, &value, &tb);
+		if (PyDict_DelItem(hx.loop_dict, s_call_soon)) PyErr_Print();
+		PyErr_Restore(type, value, tb);
+	}
+	if (!task) Py_CLEAR(hx.step);
+	if (!task) Py_CLEAR(hx.step_ctx);
+	return task;
+}
+
+/* around a wait of the core inside the step: the Task is not asyncio's
+ * current task meanwhile (other Tasks run), and is again after */
+static void step_suspend(struct tw_core *c, int resumed) {
+	PyObject *type, *value, *tb;
+	PyErr_Fetch(&type, &value, &tb);
+	PyObject *args[2] = {hx.loop, hx.step_task[c->id]};
+	PyObject *ret = PyObject_Vectorcall(resumed ? hx.enter_task : hx.leave_task, args, 2, NULL);
+	if (!ret) PyErr_Print();
+	Py_XDECREF(ret);
+	PyErr_Restore(type, value, tb);
+}
+
+/* Run the kept step in the core. 0; -1 with an exception when the step
+ * raised out of the Task (SystemExit, KeyboardInterrupt) after the app. */
+static int eager_step(asgi_request *r) {
+	PyObject *step = hx.step, *ctx = hx.step_ctx;
+	hx.step = hx.step_ctx = NULL;
+	struct tw_core *c = r->c;
+	if (ctx && PyContext_Enter(ctx)) goto failed;
+	c->in_step = 1;
+	hx.step_task[c->id] = r->task;
+	PyObject *ret = PyObject_CallNoArgs(step);
+	c->in_step = 0;
+	hx.step_task[c->id] = NULL;
+	if (ctx) {
+		PyObject *type, *value, *tb;
+		PyErr_Fetch(&type, &value, &tb);
+		if (PyContext_Exit(ctx)) PyErr_Print();
+		PyErr_Restore(type, value, tb);
+	}
+	if (ret || r->done) {
+		Py_XDECREF(ret);
+		Py_DECREF(step);
+		Py_XDECREF(ctx);
+		return ret ? 0 : -1;
+	}
+failed:
+	/* the step did not run: the loop runs it */
+	PyErr_Print();
+	{
+		PyObject *args[2] = {step, ctx};
+		PyObject *handle = PyObject_Vectorcall(hx.call_soon, args, 1, ctx ? hx.context_kw : NULL);
+		if (!handle) PyErr_Print();
+		Py_XDECREF(handle);
+	}
+	Py_DECREF(step);
+	Py_XDECREF(ctx);
+	return 0;
+}
+
 static void *(*websocket_subhandler)(struct wsgi_request *, struct uwsgi_app *);
 
 /* wi->request_subhandler of the ASGI apps: an HTTP request served here
@@ -1335,7 +1459,7 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 	coro = PyObject_CallFunctionObjArgs(hx.run_http, a->app, scope, (PyObject *) r, NULL);
 	Py_CLEAR(scope);
 	if (!coro) goto error;
-	r->task = PyObject_CallOneArg(hx.create_task, coro);
+	r->task = make_task(coro);
 	Py_CLEAR(coro);
 	if (!r->task) goto error;
 	if (hx.harakiri > 0) {
@@ -1349,8 +1473,10 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 		if (!timer) PyErr_Print();
 	}
 
-	/* the pump: park until the Task asks for I/O or ends */
-	for (;;) {
+	/* the Task's first step, here, when make_task() kept it; then the
+	 * pump: park until the Task asks for I/O or ends */
+	int raised = hx.step ? eager_step(r) : 0;
+	while (!raised) {
 		perform_queued(r);
 		if (r->done) break;
 		r->idle = 1;
@@ -1412,11 +1538,28 @@ static int asgi_http_configure(void) {
 	PyObject *conf = PyObject_CallMethod(glue, "_http_config", NULL);
 	if (!conf) return -1;
 	double harakiri = 0;
-	if (!PyArg_ParseTuple(conf, "OOOOOOOdOO:_http_config", &hx.run_http, &hx.create_task, &hx.create_future,
-		&hx.call_later, &hx.add_reader, &hx.remove_reader, &hx.harakiri_cb, &harakiri, &hx.log_error, &hx.cancelled_exc)) {
+	PyObject *loop;
+	if (!PyArg_ParseTuple(conf, "OOOOOOOdOO(OOOO):_http_config", &hx.run_http, &hx.create_task, &hx.create_future,
+		&hx.call_later, &hx.add_reader, &hx.remove_reader, &hx.harakiri_cb, &harakiri, &hx.log_error, &hx.cancelled_exc,
+		&loop, &hx.current_task, &hx.enter_task, &hx.leave_task)) {
 		Py_DECREF(conf);
 		hx.run_http = NULL;
 		return -1;
+	}
+	if (loop != Py_None && !hx.loop) {
+		/* eager_step(): owned for the worker's life */
+		hx.loop_dict = PyObject_GenericGetDict(loop, NULL);
+		hx.call_soon = hx.loop_dict ? PyObject_GetAttrString(loop, "call_soon") : NULL;
+		hx.capture = hx.call_soon ? PyCFunction_New(&capture_def, NULL) : NULL;
+		hx.context_kw = hx.capture ? Py_BuildValue("(s)", "context") : NULL;
+		if (!hx.context_kw) {
+			Py_DECREF(conf);
+			return -1;
+		}
+		hx.step_task = uwsgi_calloc(sizeof(PyObject *) * utornado.cores);
+		Py_INCREF(loop); Py_INCREF(hx.current_task); Py_INCREF(hx.enter_task); Py_INCREF(hx.leave_task);
+		hx.loop = loop;
+		tw_set_suspend_hook(step_suspend);
 	}
 	hx.harakiri = harakiri;
 	/* owned for the worker's life */

@@ -555,6 +555,13 @@ PyObject *tw_core_switch(struct tw_core *c) {
  * anyone else (the app's own me.switch() from a loop callback) is not a
  * wake-up: the wait goes on.
  */
+static tw_suspend_fn suspend_hook;
+
+/* an upper floor's work around the suspensions of cores marked in_step */
+void tw_set_suspend_hook(tw_suspend_fn fn) {
+	suspend_hook = fn;
+}
+
 static int suspend(struct tw_core *c) {
 	PyObject *current = tw_greenlet_current();
 	if (current == utornado.hub) {
@@ -563,6 +570,8 @@ static int suspend(struct tw_core *c) {
 		return -1;
 	}
 	c->waiter = current;   /* the reference from GetCurrent, released on wake */
+	int hooked = c->in_step && suspend_hook;
+	if (hooked) suspend_hook(c, 0);
 	PyObject *ret;
 	for (;;) {
 		ret = tw_greenlet_switch(utornado.hub);
@@ -570,6 +579,7 @@ static int suspend(struct tw_core *c) {
 		Py_DECREF(ret);   /* switched into by hand: back to the one who did */
 	}
 	Py_CLEAR(c->waiter);
+	if (hooked) suspend_hook(c, 1);
 	if (!ret) {
 		/* thrown in by someone else than tw_wake(): the core runs again */
 		tw_core_enter(c);

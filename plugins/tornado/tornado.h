@@ -77,6 +77,9 @@ struct tw_core;
 /* policy the top floor wires into the event layer: the latest moment (a
  * monotonic ns deadline, 0: none) a core's wait on fd may end */
 typedef uint64_t (*tw_wait_limit_fn)(struct tw_core *, int fd, uint32_t events);
+/* around a suspension of a core marked in_step: resumed 0 before it
+ * switches to the hub, 1 once it runs again (asgi.c: a Task's step) */
+typedef void (*tw_suspend_fn)(struct tw_core *, int resumed);
 
 /* the worker's phase, one way only (loop.c, tw_phase_enter) */
 enum tw_phase {
@@ -164,6 +167,7 @@ struct tw_core {
 	int head_ok;            /* a complete head passed framing.c: only then may the connection stay open */
 	int conn_requests;      /* requests served on the current connection before this one */
 	struct tw_ws *ws;       /* websocket.c: the core's websocket session, allocated at its first handshake */
+	int in_step;            /* asgi.c: the core runs an asyncio Task's step (event.c calls the suspend hook) */
 };
 
 /* framing.c: what a request head says, or why it is refused */
@@ -302,6 +306,7 @@ PyObject *tw_core_switch(struct tw_core *);
 void tw_core_enter(struct tw_core *);
 void tw_conn_end(struct tw_core *);
 void tw_set_wait_limit(tw_wait_limit_fn);
+void tw_set_suspend_hook(tw_suspend_fn);
 void tw_linger(struct tw_core *, int fd);
 void tw_linger_sweep(void);
 void tw_wake(struct tw_core *, uint32_t gen, enum tw_wait_end);

@@ -106,6 +106,7 @@ async def app(scope, receive, send):
         shown["asgi"] = scope["asgi"]
         shown["extensions"] = list(scope.get("extensions", {}))
         shown["task"] = asyncio.current_task() is not None
+        shown["loop"] = [cls.__module__ for cls in type(asyncio.get_running_loop()).__mro__]
         shown["context_was_fresh"] = REQUEST_VAR.get() is None
         REQUEST_VAR.set("set by this request")
         return await respond(send, 200, json.dumps(shown).encode(), [(b"content-type", b"application/json")])
@@ -195,6 +196,16 @@ async def app(scope, receive, send):
         _, got = await asyncio.gather(
             send({"type": "http.response.body", "body": block, "more_body": True}), body_of(receive))
         await send({"type": "http.response.body", "body": b"|got %d" % len(got[0])})
+        return
+    if path == "/first-step":
+        # all in the Task's first step, which the engine runs in the core: a
+        # write that waits for a slow reader, then the same Task and context
+        task = asyncio.current_task()
+        REQUEST_VAR.set("first-step")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"w" * 32_000_000, "more_body": True})
+        same = asyncio.current_task() is task and REQUEST_VAR.get() == "first-step"
+        await send({"type": "http.response.body", "body": b"|same task and context: %s" % str(same).encode()})
         return
     if path == "/cache":
         await run_blocking(uwsgi.cache_update, "k", b"cached value")
