@@ -417,6 +417,7 @@ static struct {
 	PyObject *call_soon;      /* its own call_soon */
 	PyObject *current_task, *enter_task, *leave_task;   /* asyncio's */
 	PyObject *capture;        /* capture_step(), as the loop's call_soon while a Task is made */
+	int arming;               /* a request's Task is being made: capture_step() keeps its step */
 	PyObject *step, *step_ctx;   /* what capture_step() took */
 	PyObject **step_task;     /* per core: the Task whose first step it runs (borrowed) */
 	PyObject *context_kw;     /* ("context",) */
@@ -435,7 +436,7 @@ static PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers, *s_path, 
 	*s_http_disconnect, *s_start, *s_resp_body, *s_pathsend, *s_done, *s_set_result, *s_set_exception,
 	*s_cancel, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_raw_path, *s_root_path,
 	*s_query_string, *s_client, *s_server, *s_state, *s_extensions, *s_http, *s_https, *s_v11,
-	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name, *s_call_soon;
+	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name;
 
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1
 static int http_strings(void) {
@@ -448,7 +449,7 @@ static int http_strings(void) {
 	S(s_raw_path, "raw_path"); S(s_root_path, "root_path"); S(s_query_string, "query_string");
 	S(s_client, "client"); S(s_server, "server"); S(s_state, "state"); S(s_extensions, "extensions");
 	S(s_http, "http"); S(s_https, "https"); S(s_v11, "1.1"); S(s_v10, "1.0"); S(s_empty_str, "");
-	S(pathsend_ext_name, "http.response.pathsend"); S(s_call_soon, "call_soon");
+	S(pathsend_ext_name, "http.response.pathsend");
 	s_empty_bytes = PyBytes_FromStringAndSize("", 0);
 	/* the glue's ASGI dict (the spec version it implements), copied per scope */
 	asgi_template = PyObject_GetAttrString(glue, "ASGI");
@@ -1333,11 +1334,11 @@ static void request_release(asgi_request *r) {
  * instead of the loop running it from its queue later: an app that answers
  * without awaiting anything else (a hello) is served with no greenlet switch
  * and no loop iteration, as a WSGI request is, and its send()s write from
- * there (in_core()). The Task is asyncio's own: while it is made, the loop's
- * call_soon is capture_step() (an instance attribute over the class's
- * method, for the one call of Task.__init__), which keeps the step instead
- * of queueing it; the step then runs in the Task's context, as the loop
- * would run it. When the step waits in the core (a slow client), the Task
+ * there (in_core()). The Task is asyncio's own: the loop's call_soon is
+ * capture_step() (an instance attribute over the class's method), which
+ * passes every call on to the loop's own but, while the request's Task is
+ * made, keeps the step of Task.__init__ instead of queueing it; the step
+ * then runs in the Task's context, as the loop would run it. When the step waits in the core (a slow client), the Task
  * leaves asyncio's current task while other work runs (step_suspend()).
  * Only on asyncio's own loop with no task factory, and not while a Task is
  * current (a pipelined request ended from a Task's last step): the loop
@@ -1346,7 +1347,7 @@ static void request_release(asgi_request *r) {
 static PyObject *capture_step(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
 	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
 	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-	if (hx.step || nargs != 1 || nkw > 1) return PyObject_Vectorcall(hx.call_soon, args, nargsf, kwnames);
+	if (!hx.arming || hx.step || nargs != 1 || nkw > 1) return PyObject_Vectorcall(hx.call_soon, args, nargsf, kwnames);
 	Py_INCREF(args[0]);
 	hx.step = args[0];
 	if (nkw) {
@@ -1367,14 +1368,9 @@ static PyObject *make_task(PyObject *coro) {
 		eager = current == Py_None;
 		Py_DECREF(current);
 	}
-	if (eager && PyDict_SetItem(hx.loop_dict, s_call_soon, hx.capture)) return NULL;
+	hx.arming = eager;
 	PyObject *task = PyObject_CallOneArg(hx.create_task, coro);
-	if (eager) {
-		PyObject *type, *value, *tb;
-		PyErr_Fetch(&type, &value, &tb);
-		if (PyDict_DelItem(hx.loop_dict, s_call_soon)) PyErr_Print();
-		PyErr_Restore(type, value, tb);
-	}
+	hx.arming = 0;
 	if (!task) Py_CLEAR(hx.step);
 	if (!task) Py_CLEAR(hx.step_ctx);
 	return task;
@@ -1552,7 +1548,7 @@ static int asgi_http_configure(void) {
 		hx.call_soon = hx.loop_dict ? PyObject_GetAttrString(loop, "call_soon") : NULL;
 		hx.capture = hx.call_soon ? PyCFunction_New(&capture_def, NULL) : NULL;
 		hx.context_kw = hx.capture ? Py_BuildValue("(s)", "context") : NULL;
-		if (!hx.context_kw) {
+		if (!hx.context_kw || PyDict_SetItemString(hx.loop_dict, "call_soon", hx.capture)) {
 			Py_DECREF(conf);
 			return -1;
 		}
