@@ -292,6 +292,19 @@ def test_a_first_step_waiting_for_a_slow_reader_lets_other_tasks_run_and_keeps_i
     assert b"|same task and context: True" in rest
 
 
+def test_greenlets_started_in_the_first_step_and_driven_later_get_their_values_and_errors(uwsgi):
+    """SQLAlchemy's asyncio runs blocking-style code in a greenlet whose
+    parent is the one that started it: the core greenlet, when that was the
+    Task's first step; its later switches reach the Task on the loop"""
+    server = asgi(uwsgi)
+    with httpx.Client() as client:
+        for _ in range(3):
+            response = client.get(f"{server.url}/greenlet-spawn", timeout=5)
+            assert response.status_code == 200
+            assert response.text == "abcd"
+    assert httpx.get(f"{server.url}/hello").text == "Hello, ASGI"
+
+
 def test_on_uvloop_the_requests_run_as_tasks_and_a_first_step_that_waits_lets_others_run(uwsgi):
     pytest.importorskip("uvloop")
     server = asgi(uwsgi, "--tornado-uvloop")

@@ -310,8 +310,9 @@ def _http_config() -> Tuple[Any, ...]:
     # runs the first step of each request's Task in the core greenlet (its
     # I/O without a switch)
     eager: Any = None
+    uvloop = sys.modules.get("uvloop")
     if loop.get_task_factory() is None and (isinstance(loop, asyncio.BaseEventLoop)
-                                            or getattr(loop, "tw_engine_uvloop", False)):
+                                            or (uvloop is not None and isinstance(loop, uvloop.Loop))):
         create_task = functools.partial(asyncio.Task, loop=loop)
         if hasattr(loop, "__dict__"):
             eager = loop

@@ -436,7 +436,7 @@ static PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers, *s_path, 
 	*s_http_disconnect, *s_start, *s_resp_body, *s_pathsend, *s_done, *s_set_result, *s_set_exception,
 	*s_cancel, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_raw_path, *s_root_path,
 	*s_query_string, *s_client, *s_server, *s_state, *s_extensions, *s_http, *s_https, *s_v11,
-	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name;
+	*s_v10, *s_empty_bytes, *s_empty_str, *asgi_template, *pathsend_ext_name, *s_context;
 
 #define S(var, text) if (!(var = PyUnicode_InternFromString(text))) return -1
 static int http_strings(void) {
@@ -449,7 +449,7 @@ static int http_strings(void) {
 	S(s_raw_path, "raw_path"); S(s_root_path, "root_path"); S(s_query_string, "query_string");
 	S(s_client, "client"); S(s_server, "server"); S(s_state, "state"); S(s_extensions, "extensions");
 	S(s_http, "http"); S(s_https, "https"); S(s_v11, "1.1"); S(s_v10, "1.0"); S(s_empty_str, "");
-	S(pathsend_ext_name, "http.response.pathsend");
+	S(pathsend_ext_name, "http.response.pathsend"); S(s_context, "context");
 	s_empty_bytes = PyBytes_FromStringAndSize("", 0);
 	/* the glue's ASGI dict (the spec version it implements), copied per scope */
 	asgi_template = PyObject_GetAttrString(glue, "ASGI");
@@ -743,7 +743,10 @@ static PyObject *perform(asgi_request *r, enum asgi_op op, PyObject *msg);
 /* An op asked from inside the Task's first step, which runs in the core
  * greenlet (eager_step): done here, no switch. */
 static int in_core(asgi_request *r) {
-	return r->c->in_step && !tw_core_suspended(r->c);
+	if (!r->c->in_step || tw_core_suspended(r->c)) return 0;
+	PyObject *current = tw_greenlet_current();
+	Py_XDECREF(current);
+	return current == r->c->greenlet;
 }
 
 /* Hand an op to the core greenlet: at once when it is parked (the result,
@@ -1347,7 +1350,8 @@ static void request_release(asgi_request *r) {
 static PyObject *capture_step(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
 	Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
 	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-	if (!hx.arming || hx.step || nargs != 1 || nkw > 1) return PyObject_Vectorcall(hx.call_soon, args, nargsf, kwnames);
+	if (!hx.arming || hx.step || nargs != 1 || nkw > 1 || (nkw && (!str_is(PyTuple_GET_ITEM(kwnames, 0), s_context)
+		|| !PyContext_CheckExact(args[1])))) return PyObject_Vectorcall(hx.call_soon, args, nargsf, kwnames);
 	Py_INCREF(args[0]);
 	hx.step = args[0];
 	if (nkw) {
@@ -1388,42 +1392,67 @@ static void step_suspend(struct tw_core *c, int resumed) {
 	PyErr_Restore(type, value, tb);
 }
 
-/* Run the kept step in the core. 0; -1 with an exception when the step
- * raised out of the Task (SystemExit, KeyboardInterrupt) after the app. */
-static int eager_step(asgi_request *r) {
+/* raise_in_hub(exc): a KeyboardInterrupt or SystemExit the first step let
+ * out, raised from a loop callback as the loop's own run of the step would */
+static PyObject *raise_in_hub(PyObject *self, PyObject *exc) {
+	PyErr_SetObject((PyObject *) Py_TYPE(exc), exc);
+	return NULL;
+}
+
+static PyMethodDef raise_def = {"raise_in_hub", (PyCFunction) raise_in_hub, METH_O, NULL};
+
+/* schedule a step (or any callback) on the loop, in ctx */
+static void call_soon_in(PyObject *callback, PyObject *arg, PyObject *ctx) {
+	PyObject *args[3] = {callback, arg, ctx};
+	size_t n = arg ? 2 : 1;
+	if (!arg) args[1] = ctx;
+	PyObject *handle = PyObject_Vectorcall(hx.call_soon, args, n, ctx ? hx.context_kw : NULL);
+	if (!handle) PyErr_Print();
+	Py_XDECREF(handle);
+}
+
+/* Run the kept step in the core. As the loop would: what the step lets
+ * out is reported, and a KeyboardInterrupt or SystemExit goes on to the
+ * loop (after the request ends here). */
+static void eager_step(asgi_request *r) {
 	PyObject *step = hx.step, *ctx = hx.step_ctx;
 	hx.step = hx.step_ctx = NULL;
 	struct tw_core *c = r->c;
-	if (ctx && PyContext_Enter(ctx)) goto failed;
+	if (ctx && PyContext_Enter(ctx)) {
+		/* the step did not run: the loop runs it */
+		PyErr_Print();
+		call_soon_in(step, NULL, ctx);
+		goto end;
+	}
 	c->in_step = 1;
 	hx.step_task[c->id] = r->task;
 	PyObject *ret = PyObject_CallNoArgs(step);
 	c->in_step = 0;
 	hx.step_task[c->id] = NULL;
-	if (ctx) {
-		PyObject *type, *value, *tb;
-		PyErr_Fetch(&type, &value, &tb);
-		if (PyContext_Exit(ctx)) PyErr_Print();
-		PyErr_Restore(type, value, tb);
+	PyObject *type, *value, *tb;
+	PyErr_Fetch(&type, &value, &tb);
+	if (ctx && PyContext_Exit(ctx)) PyErr_Print();
+	if (ret) Py_DECREF(ret);
+	else if (type) {
+		PyErr_NormalizeException(&type, &value, &tb);
+		if (value && !PyErr_GivenExceptionMatches(type, PyExc_Exception)) {
+			PyObject *raiser = PyCFunction_New(&raise_def, NULL);
+			if (raiser) call_soon_in(raiser, value, NULL);
+			else PyErr_Print();
+			Py_XDECREF(raiser);
+		}
+		else {
+			PyErr_Restore(type, value, tb);
+			type = value = tb = NULL;
+			PyErr_Print();
+		}
 	}
-	if (ret || r->done) {
-		Py_XDECREF(ret);
-		Py_DECREF(step);
-		Py_XDECREF(ctx);
-		return ret ? 0 : -1;
-	}
-failed:
-	/* the step did not run: the loop runs it */
-	PyErr_Print();
-	{
-		PyObject *args[2] = {step, ctx};
-		PyObject *handle = PyObject_Vectorcall(hx.call_soon, args, 1, ctx ? hx.context_kw : NULL);
-		if (!handle) PyErr_Print();
-		Py_XDECREF(handle);
-	}
+	Py_XDECREF(type);
+	Py_XDECREF(value);
+	Py_XDECREF(tb);
+end:
 	Py_DECREF(step);
 	Py_XDECREF(ctx);
-	return 0;
 }
 
 static void *(*websocket_subhandler)(struct wsgi_request *, struct uwsgi_app *);
@@ -1471,12 +1500,17 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 
 	/* the Task's first step, here, when make_task() kept it; then the
 	 * pump: park until the Task asks for I/O or ends */
-	int raised = hx.step ? eager_step(r) : 0;
-	while (!raised) {
+	if (hx.step) eager_step(r);
+	for (;;) {
 		perform_queued(r);
 		if (r->done) break;
 		r->idle = 1;
 		PyObject *v = tw_greenlet_switch(utornado.hub);
+		/* a switch in that is not the Task's (an op, its end) nor a kill: a
+		 * greenlet the app started in the first step, whose parent this is
+		 * (SQLAlchemy's greenlet_spawn), switching to it or ending; what it
+		 * brought goes on to the hub, where the Task drives it now */
+		while (v ? r->op == OP_NONE && !r->done : !tw_greenlet_exiting()) v = tw_greenlet_pass(utornado.hub, v);
 		r->idle = 0;
 		if (!v) {
 			/* thrown into: the greenlet is being killed (worker exit), the Task with it */
@@ -1490,7 +1524,7 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 		}
 		Py_DECREF(v);
 		enum asgi_op op = r->op;
-		if (op == OP_NONE) continue;   /* not the Task: park again */
+		if (op == OP_NONE) continue;   /* the Task's end (finished()) */
 		PyObject *msg = r->op_msg;
 		r->op = OP_NONE;
 		r->op_msg = NULL;
@@ -1502,9 +1536,13 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 		Py_XDECREF(future);
 	}
 	if (timer) {
+		PyObject *type, *value, *tb;
+		PyErr_Fetch(&type, &value, &tb);
 		PyObject *ret = PyObject_CallMethodNoArgs(timer, s_cancel);
+		if (!ret) PyErr_Print();
 		Py_XDECREF(ret);
 		Py_DECREF(timer);
+		PyErr_Restore(type, value, tb);
 	}
 	if (PyErr_Occurred()) {
 		PyObject *type, *value, *tb;

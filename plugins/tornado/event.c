@@ -522,6 +522,37 @@ PyObject *tw_greenlet_switch(PyObject *greenlet) {
 	return greenlet_switch_with(greenlet, NULL);
 }
 
+#ifndef TW_PYPY
+/* the exception set is greenlet's GreenletExit: the greenlet is being killed */
+int tw_greenlet_exiting(void) {
+	return PyErr_ExceptionMatches(PyExc_GreenletExit);
+}
+#endif
+
+/* Switch to `greenlet` handing on what a switch into this one brought that
+ * was meant for someone else: `value` (stolen), or with NULL the exception
+ * set, thrown into it. New reference to what it switched back with. */
+PyObject *tw_greenlet_pass(PyObject *greenlet, PyObject *value) {
+	if (value) {
+		PyObject *args = PyTuple_Pack(1, value);
+		Py_DECREF(value);
+		if (!args) return NULL;
+		PyObject *ret = greenlet_switch_with(greenlet, args);
+		Py_DECREF(args);
+		return ret;
+	}
+	PyObject *type, *evalue, *tb;
+	PyErr_Fetch(&type, &evalue, &tb);
+	PyErr_NormalizeException(&type, &evalue, &tb);
+	tw_asan_around_switch();
+	PyObject *ret = PyObject_CallMethod(greenlet, "throw", "OOO", type, evalue ? evalue : Py_None, tb ? tb : Py_None);
+	tw_asan_around_switch();
+	Py_XDECREF(type);
+	Py_XDECREF(evalue);
+	Py_XDECREF(tb);
+	return ret;
+}
+
 /* started and finished: switching to it would only switch to its parent */
 int tw_greenlet_dead(PyObject *greenlet) {
 	return PyGreenlet_STARTED((PyGreenlet *) greenlet) && !PyGreenlet_ACTIVE((PyGreenlet *) greenlet);
@@ -573,11 +604,11 @@ static int suspend(struct tw_core *c) {
 	int hooked = c->in_step && suspend_hook;
 	if (hooked) suspend_hook(c, 0);
 	PyObject *ret;
-	for (;;) {
-		ret = tw_greenlet_switch(utornado.hub);
-		if (!ret || ret == utornado.token_ready) break;
-		Py_DECREF(ret);   /* switched into by hand: back to the one who did */
-	}
+	ret = tw_greenlet_switch(utornado.hub);
+	/* switched into by hand (a loop callback's me.switch(), a greenlet the
+	 * app started here switching to its parent): the value goes on to the
+	 * hub, where that switch was made */
+	while (ret && ret != utornado.token_ready) ret = tw_greenlet_pass(utornado.hub, ret);
 	Py_CLEAR(c->waiter);
 	if (hooked) suspend_hook(c, 1);
 	if (!ret) {

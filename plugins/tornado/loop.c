@@ -251,12 +251,12 @@ static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
 	for (;;) {
 		tw_serve(c);
-		do {
-			PyObject *ret = tw_greenlet_switch(utornado.hub);
-			/* NULL: the greenlet is being killed (worker exit) */
-			if (!ret) return NULL;
-			Py_DECREF(ret);
-		} while (c->state == TW_CORE_IDLE);
+		PyObject *ret = tw_greenlet_switch(utornado.hub);
+		/* anyone else's switch: what it brought goes on to the hub */
+		while (ret && c->state == TW_CORE_IDLE) ret = tw_greenlet_pass(utornado.hub, ret);
+		/* NULL: the greenlet is being killed (worker exit) */
+		if (!ret) return NULL;
+		Py_DECREF(ret);
 	}
 }
 

@@ -282,6 +282,8 @@ int tw_greenlet_import(void);
 PyObject *tw_greenlet_current(void);
 PyObject *tw_greenlet_new(PyObject *run, PyObject *parent);
 PyObject *tw_greenlet_switch(PyObject *greenlet);
+PyObject *tw_greenlet_pass(PyObject *greenlet, PyObject *value);
+int tw_greenlet_exiting(void);   /* CPython builds */
 int tw_greenlet_dead(PyObject *greenlet);
 void tw_asan_mark_stack_top(void);
 

@@ -63,13 +63,7 @@ def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop]:
         loop = None
     if loop is None and use_uvloop:
         import uvloop
-
-        class EngineUVLoop(uvloop.Loop):  # type: ignore[misc]
-            """uvloop's loop with an instance dict: the engine runs the first
-            step of an ASGI request's Task in its core (asgi.c) on it too."""
-            tw_engine_uvloop = True
-
-        loop = EngineUVLoop()
+        loop = uvloop.new_event_loop()
     if loop is None:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

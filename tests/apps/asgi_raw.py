@@ -89,6 +89,48 @@ async def websocket(scope, receive, send):
         await send({"type": "websocket.send", **{k: v for k, v in message.items() if k in ("text", "bytes") and v is not None}})
 
 
+async def greenlet_spawn(fn):
+    """SQLAlchemy's greenlet_spawn, in short: fn runs in a greenlet whose
+    parent is the caller's, and hands its awaitables to the caller."""
+    import greenlet
+
+    child = greenlet.greenlet(fn, greenlet.getcurrent())
+    result = child.switch()
+    while not child.dead:
+        try:
+            value = await result
+        except BaseException as exc:  # noqa: BLE001 - handed to the child
+            result = child.throw(exc)
+        else:
+            result = child.switch(value)
+    return result
+
+
+def await_only(awaitable):
+    import greenlet
+
+    return greenlet.getcurrent().parent.switch(awaitable)
+
+
+async def fails_later(message):
+    await asyncio.sleep(0.01)
+    raise ValueError(message)
+
+
+def blocking_style():
+    got = await_only(asyncio.sleep(0.05, result="a"))
+    try:
+        await_only(fails_later("b"))
+    except ValueError as exc:
+        got += str(exc)
+    return got + await_only(asyncio.sleep(0.01, result="c"))
+
+
+def blocking_style_raising():
+    await_only(asyncio.sleep(0.01))
+    raise RuntimeError("d")
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(scope, receive, send)
@@ -207,6 +249,15 @@ async def app(scope, receive, send):
         same = asyncio.current_task() is task and REQUEST_VAR.get() == "first-step"
         await send({"type": "http.response.body", "body": b"|same task and context: %s" % str(same).encode()})
         return
+    if path == "/greenlet-spawn":
+        # greenlets started in the Task's first step (which runs in the
+        # core) and driven from its later steps, as SQLAlchemy's asyncio does
+        got = await greenlet_spawn(blocking_style)
+        try:
+            await greenlet_spawn(blocking_style_raising)
+        except RuntimeError as exc:
+            got += str(exc)
+        return await respond(send, 200, got.encode())
     if path == "/cache":
         await run_blocking(uwsgi.cache_update, "k", b"cached value")
         value = await run_blocking(uwsgi.cache_get, "k")
