@@ -4,7 +4,7 @@ ASGI mode and gunicorn's ASGI worker (-k asgi), one worker each,
 interleaved rounds, ratios to ours in one run; and our WSGI hello, for the
 per-request cost of the ASGI bridge.
 
-    python bench/asgi.py [--rounds N] [--seconds S] [--workloads hello,io,c10k]
+    python bench/asgi.py [--rounds N] [--seconds S] [--workloads hello,io,c10k] [--servers ours,uvicorn]
 
 Each number is wrk's requests per second (median of the rounds) and the
 CPU seconds the server's processes used per 1,000 requests (less sensitive
@@ -109,13 +109,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--workloads", default="hello,io,c10k")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="a subset of " + ",".join(SERVERS))
     args = parser.parse_args()
+    servers = [s for s in SERVERS if s in args.servers.split(",")]
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     workloads = args.workloads.split(",")
     samples: dict = {w: {s: [] for s in SERVERS} for w in workloads}
     for _ in range(args.rounds):
         for workload in workloads:
-            for server in SERVERS:
+            for server in servers:
                 if server == "ours-wsgi" and workload != "hello":
                     continue
                 result = measure(server, workload, args.seconds)
@@ -128,7 +130,7 @@ def main() -> int:
     for workload in workloads:
         ours = statistics.median(r["rps"] for r in samples[workload]["ours"]) if samples[workload]["ours"] else float("nan")
         uv = statistics.median(r["rps"] for r in samples[workload]["ours+uvloop"]) if samples[workload]["ours+uvloop"] else float("nan")
-        for server in SERVERS:
+        for server in servers:
             runs = samples[workload][server]
             if not runs:
                 continue

@@ -1242,6 +1242,12 @@ static void deliver(asgi_request *r, PyObject *future, PyObject *value) {
 	r->reply_tb = tb;
 }
 
+/* tw_park(): the Task switched in with an op, or ended */
+static int tasks_own(void *request, PyObject *unused) {
+	asgi_request *r = request;
+	return r->op != OP_NONE || r->done;
+}
+
 /* the ops the Task queued while the core was busy */
 static void perform_queued(asgi_request *r) {
 	while (r->queue && PyList_GET_SIZE(r->queue)) {
@@ -1505,12 +1511,11 @@ static void *tw_asgi_request(struct wsgi_request *wsgi_req, struct uwsgi_app *wi
 		perform_queued(r);
 		if (r->done) break;
 		r->idle = 1;
-		PyObject *v = tw_greenlet_switch(utornado.hub);
-		/* a switch in that is not the Task's (an op, its end) nor a kill: a
-		 * greenlet the app started in the first step, whose parent this is
-		 * (SQLAlchemy's greenlet_spawn), switching to it or ending; what it
-		 * brought goes on to the hub, where the Task drives it now */
-		while (v ? r->op == OP_NONE && !r->done : !tw_greenlet_exiting()) v = tw_greenlet_pass(utornado.hub, v);
+		/* the Task's switches in are an op or its end; any other (a
+		 * greenlet the app started in the first step, whose parent this is,
+		 * as SQLAlchemy's greenlet_spawn does) goes on to the hub, where the
+		 * Task drives that greenlet now */
+		PyObject *v = tw_park(tasks_own, r);
 		r->idle = 0;
 		if (!v) {
 			/* thrown into: the greenlet is being killed (worker exit), the Task with it */

@@ -522,22 +522,21 @@ PyObject *tw_greenlet_switch(PyObject *greenlet) {
 	return greenlet_switch_with(greenlet, NULL);
 }
 
-#ifndef TW_PYPY
 /* the exception set is greenlet's GreenletExit: the greenlet is being killed */
-int tw_greenlet_exiting(void) {
+static int greenlet_exiting(void) {
 	return PyErr_ExceptionMatches(PyExc_GreenletExit);
 }
-#endif
 
-/* Switch to `greenlet` handing on what a switch into this one brought that
- * was meant for someone else: `value` (stolen), or with NULL the exception
- * set, thrown into it. New reference to what it switched back with. */
-PyObject *tw_greenlet_pass(PyObject *greenlet, PyObject *value) {
+/* Switch to the hub handing on what a switch into the running greenlet
+ * brought that was meant for someone else: `value` (stolen), or with NULL
+ * the exception set, thrown into it. New reference to what it switched back
+ * with. */
+static PyObject *pass_to_hub(PyObject *value) {
 	if (value) {
 		PyObject *args = PyTuple_Pack(1, value);
 		Py_DECREF(value);
 		if (!args) return NULL;
-		PyObject *ret = greenlet_switch_with(greenlet, args);
+		PyObject *ret = greenlet_switch_with(utornado.hub, args);
 		Py_DECREF(args);
 		return ret;
 	}
@@ -545,11 +544,27 @@ PyObject *tw_greenlet_pass(PyObject *greenlet, PyObject *value) {
 	PyErr_Fetch(&type, &evalue, &tb);
 	PyErr_NormalizeException(&type, &evalue, &tb);
 	tw_asan_around_switch();
-	PyObject *ret = PyObject_CallMethod(greenlet, "throw", "OOO", type, evalue ? evalue : Py_None, tb ? tb : Py_None);
+	PyObject *ret = PyObject_CallMethod(utornado.hub, "throw", "OOO", type, evalue ? evalue : Py_None, tb ? tb : Py_None);
 	tw_asan_around_switch();
 	Py_XDECREF(type);
 	Py_XDECREF(evalue);
 	Py_XDECREF(tb);
+	return ret;
+}
+
+/*
+ * Park the running greenlet in the hub until a switch back is its own
+ * business: a value `mine(arg, value)` accepts, or greenlet's GreenletExit
+ * (the greenlet is being killed). Anything else comes from a switch by
+ * someone else (a loop callback's me.switch(), a greenlet the app started
+ * here, whose parent this is, switching to it or ending with a value or an
+ * exception) and goes on to the hub, where that switch was made: to the
+ * switcher it is as if the hub were that greenlet's parent. New reference to
+ * the value, or NULL with GreenletExit (or a failed switch's error) set.
+ */
+PyObject *tw_park(tw_mine_fn mine, void *arg) {
+	PyObject *ret = tw_greenlet_switch(utornado.hub);
+	while (ret ? !mine(arg, ret) : !greenlet_exiting()) ret = pass_to_hub(ret);
 	return ret;
 }
 
@@ -581,16 +596,20 @@ PyObject *tw_core_switch(struct tw_core *c) {
 
 /*
  * Switch from the waiting greenlet to the hub until tw_wake() switches back.
- * Returns 0, or -1 when an exception was thrown into the greenlet instead
- * (it is left set for the caller). A switch into the waiting greenlet by
- * anyone else (the app's own me.switch() from a loop callback) is not a
- * wake-up: the wait goes on.
+ * Returns 0, or -1 when the greenlet is being killed instead (GreenletExit
+ * is left set for the caller). A switch into the waiting greenlet by anyone
+ * else (the app's own me.switch() from a loop callback) is not a wake-up:
+ * it goes on to the hub (tw_park) and the wait goes on.
  */
 static tw_suspend_fn suspend_hook;
 
 /* an upper floor's work around the suspensions of cores marked in_step */
 void tw_set_suspend_hook(tw_suspend_fn fn) {
 	suspend_hook = fn;
+}
+
+static int is_wake(void *unused, PyObject *value) {
+	return value == utornado.token_ready;
 }
 
 static int suspend(struct tw_core *c) {
@@ -603,16 +622,12 @@ static int suspend(struct tw_core *c) {
 	c->waiter = current;   /* the reference from GetCurrent, released on wake */
 	int hooked = c->in_step && suspend_hook;
 	if (hooked) suspend_hook(c, 0);
-	PyObject *ret;
-	ret = tw_greenlet_switch(utornado.hub);
-	/* switched into by hand (a loop callback's me.switch(), a greenlet the
-	 * app started here switching to its parent): the value goes on to the
-	 * hub, where that switch was made */
-	while (ret && ret != utornado.token_ready) ret = tw_greenlet_pass(utornado.hub, ret);
+	/* a wake-up is tw_wake()'s token; a switch in by anyone else goes on to the hub */
+	PyObject *ret = tw_park(is_wake, NULL);
 	Py_CLEAR(c->waiter);
 	if (hooked) suspend_hook(c, 1);
 	if (!ret) {
-		/* thrown in by someone else than tw_wake(): the core runs again */
+		/* being killed: the core runs again, to unwind */
 		tw_core_enter(c);
 		return -1;
 	}

@@ -112,6 +112,11 @@ static struct wsgi_request *tw_current_wsgi_req(void) {
 
 /* ---- waits outside a core ---- */
 
+/* tw_park(): the wait ended, with the token of why */
+static int is_token(void *unused, PyObject *value) {
+	return value == utornado.token_ready || value == utornado.token_timeout;
+}
+
 /*
  * Suspend the current (non-hub, non-core) greenlet with asyncio's own
  * readers and timers until fd is ready (-1: none) or `deadline` (monotonic
@@ -150,12 +155,9 @@ int tw_green_wait(int fd, uint32_t events, uint64_t deadline) {
 		if (!timer) goto end;
 	}
 	/* why the wait ended is which token came back; anything else is the
-	 * app's own switch into this greenlet, and the wait goes on */
-	for (;;) {
-		r = tw_greenlet_switch(utornado.hub);
-		if (!r || r == utornado.token_ready || r == utornado.token_timeout) break;
-		Py_CLEAR(r);
-	}
+	 * app's own switch into this greenlet, which goes on to the hub while
+	 * the wait goes on */
+	r = tw_park(is_token, NULL);
 	if (!r) goto end;
 	ret = r == utornado.token_ready ? 1 : 0;
 end:

@@ -247,13 +247,16 @@ static void tw_serve(struct tw_core *c) {
  * an accept (which moves the core out of idle before switching in) ends the
  * parking: a switch into a parked core by anyone else (a callback the app
  * left behind, me.switch() after its request) goes straight back. */
+static int accepted(void *core, PyObject *unused) {
+	return ((struct tw_core *) core)->state != TW_CORE_IDLE;
+}
+
 static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
 	for (;;) {
 		tw_serve(c);
-		PyObject *ret = tw_greenlet_switch(utornado.hub);
 		/* anyone else's switch: what it brought goes on to the hub */
-		while (ret && c->state == TW_CORE_IDLE) ret = tw_greenlet_pass(utornado.hub, ret);
+		PyObject *ret = tw_park(accepted, c);
 		/* NULL: the greenlet is being killed (worker exit) */
 		if (!ret) return NULL;
 		Py_DECREF(ret);

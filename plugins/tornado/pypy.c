@@ -26,16 +26,18 @@ void *_PyGreenlet_API;          /* the greenlet class once imported (event.c che
 static PyObject *gl_class;      /* owned: greenlet.greenlet */
 static PyObject *gl_getcurrent; /* owned: greenlet.getcurrent */
 static PyObject *str_switch, *str_dead;
+PyObject *tw_pypy_greenlet_exit; /* owned: greenlet.GreenletExit */
 
 void tw_pypy_greenlet_import(void) {
 	PyObject *module = PyImport_ImportModule("greenlet");
 	if (!module) return;
 	gl_class = PyObject_GetAttrString(module, "greenlet");
 	gl_getcurrent = PyObject_GetAttrString(module, "getcurrent");
+	tw_pypy_greenlet_exit = PyObject_GetAttrString(module, "GreenletExit");
 	Py_DECREF(module);
 	str_switch = PyUnicode_InternFromString("switch");
 	str_dead = PyUnicode_InternFromString("dead");
-	if (gl_class && gl_getcurrent && str_switch && str_dead) _PyGreenlet_API = gl_class;
+	if (gl_class && gl_getcurrent && tw_pypy_greenlet_exit && str_switch && str_dead) _PyGreenlet_API = gl_class;
 }
 
 /* new reference */

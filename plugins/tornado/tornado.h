@@ -80,6 +80,8 @@ typedef uint64_t (*tw_wait_limit_fn)(struct tw_core *, int fd, uint32_t events);
 /* around a suspension of a core marked in_step: resumed 0 before it
  * switches to the hub, 1 once it runs again (asgi.c: a Task's step) */
 typedef void (*tw_suspend_fn)(struct tw_core *, int resumed);
+/* tw_park(): whether a value switched into the parked greenlet is its own */
+typedef int (*tw_mine_fn)(void *arg, PyObject *value);
 
 /* the worker's phase, one way only (loop.c, tw_phase_enter) */
 enum tw_phase {
@@ -282,8 +284,6 @@ int tw_greenlet_import(void);
 PyObject *tw_greenlet_current(void);
 PyObject *tw_greenlet_new(PyObject *run, PyObject *parent);
 PyObject *tw_greenlet_switch(PyObject *greenlet);
-PyObject *tw_greenlet_pass(PyObject *greenlet, PyObject *value);
-int tw_greenlet_exiting(void);   /* CPython builds */
 int tw_greenlet_dead(PyObject *greenlet);
 void tw_asan_mark_stack_top(void);
 
@@ -305,6 +305,7 @@ enum tw_wait_end tw_wait_until(struct tw_core *, uint64_t deadline);
 enum tw_wait_end tw_yield(struct tw_core *);
 enum tw_wait_end tw_wait_async_api(struct tw_core *, uint64_t deadline);
 PyObject *tw_core_switch(struct tw_core *);
+PyObject *tw_park(tw_mine_fn mine, void *arg);
 void tw_core_enter(struct tw_core *);
 void tw_conn_end(struct tw_core *);
 void tw_set_wait_limit(tw_wait_limit_fn);
