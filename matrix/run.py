@@ -53,7 +53,7 @@ MATRIX = ["3.11", "3.9", "3.10", "3.12", "3.13", "3.14", "3.15", "pypy3.9"]
 # the whole suite runs on the oldest and newest we build against, the core of it
 # elsewhere, so that `.ci/run` stays within its time budget (README: Supported versions)
 FULL = {"3.11", "3.15"}
-CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py"]
+CORE = ["tests/test_engine.py", "tests/test_glue.py", "tests/test_lifecycle.py", "tests/test_loop_timers.py"]
 # on PyPy, whole suite or core alike: the engine, its lifecycle, the glue, websockets,
 # metrics and the slow-client rules (README: PyPy says what else differs there)
 PYPY_TESTS = CORE + ["tests/test_websocket.py", "tests/test_metrics.py", "tests/test_slow_clients.py"]

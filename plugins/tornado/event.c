@@ -9,7 +9,9 @@
  *     watches that single epoll fd and calls on_events() when it is readable;
  *   - timers: a binary min-heap of cores by deadline (CLOCK_MONOTONIC, the
  *     clock asyncio's loop.time() uses); one asyncio timer is armed for the
- *     earliest deadline, re-armed only when an earlier one arrives;
+ *     earliest deadline, re-armed only when an earlier one arrives; it also
+ *     serves the timed calls an upper floor registers (tw_set_calls: the
+ *     loop's call_at/call_later, calls.c);
  *   - the ready queue: cores that yielded (a WSGI generator, uwsgi.suspend())
  *     run again on the next loop iteration; one call_soon() per batch.
  *
@@ -133,11 +135,32 @@ void tw_timer_start(struct tw_core *c, uint64_t deadline) {
 	c->wait.heap_idx = utornado.heap_len++;
 	utornado.heap[c->wait.heap_idx] = c;
 	heap_up(c->wait.heap_idx);
-	/* arm for the earliest deadline, which is not always this one: while
-	 * py_tw_on_timer() resumes the cores that are due, no timer is armed */
-	uint64_t earliest = utornado.heap[0]->wait.deadline;
-	if (!utornado.timer_handle || earliest + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
-		timer_arm(earliest);
+	tw_timer_want(utornado.heap[0]->wait.deadline);
+}
+
+/* the timed calls an upper floor keeps (calls.c), served by the same timer */
+static tw_calls_earliest_fn calls_earliest;
+static tw_calls_run_fn calls_run;
+
+void tw_set_calls(tw_calls_earliest_fn earliest, tw_calls_run_fn run) {
+	calls_earliest = earliest;
+	calls_run = run;
+}
+
+/* the earliest deadline of the cores and of the timed calls, 0: none */
+static uint64_t earliest_deadline(void) {
+	uint64_t core = utornado.heap_len ? utornado.heap[0]->wait.deadline : 0;
+	uint64_t call = calls_earliest ? calls_earliest() : 0;
+	return !core ? call : !call ? core : core < call ? core : call;
+}
+
+/* a deadline arrived (a core's wait, a timed call): the asyncio timer
+ * is armed for it when none is, or when it is earlier than the armed one by
+ * more than the slack; arm for the earliest overall, which is not always
+ * this one: while py_tw_on_timer() runs what is due, no timer is armed */
+void tw_timer_want(uint64_t deadline) {
+	if (!utornado.timer_handle || deadline + TW_TIMER_SLACK_NS < utornado.armed_deadline) {
+		timer_arm(earliest_deadline());
 	}
 }
 
@@ -163,9 +186,17 @@ static PyObject *py_tw_on_timer(PyObject *self, PyObject *unused) {
 		/* a timer wait's deadline is what it waited for */
 		tw_wake(c, c->wait.gen, c->wait.kind == TW_WAIT_TIMER ? TW_WAIT_READY : TW_WAIT_TIMEOUT);
 	}
-	if (utornado.heap_len > 0 && !utornado.timer_handle) {
-		timer_arm(utornado.heap[0]->wait.deadline);
+	/* the timed calls that are due; SystemExit and
+	 * KeyboardInterrupt go on out of the loop, the timer armed first */
+	int failed = calls_run ? calls_run(now) : 0;
+	uint64_t next = earliest_deadline();
+	if (next && !utornado.timer_handle) {
+		PyObject *type, *value, *tb;
+		PyErr_Fetch(&type, &value, &tb);
+		timer_arm(next);
+		PyErr_Restore(type, value, tb);
 	}
+	if (failed) return NULL;
 	Py_RETURN_NONE;
 }
 

@@ -31,12 +31,21 @@ int tw_setup_ioloop(void) {
 	if (!module) goto end;
 	result = PyObject_CallMethod(module, "worker_ioloop", "O", utornado.uvloop ? Py_True : Py_False);
 	if (!result) goto end;
-	if (!PyArg_ParseTuple(result, "OO", &utornado.ioloop, &utornado.aloop)) goto end;
+	int own_timers = 0;
+	if (!PyArg_ParseTuple(result, "OOp", &utornado.ioloop, &utornado.aloop, &own_timers)) goto end;
 	Py_INCREF(utornado.ioloop);
 	Py_INCREF(utornado.aloop);
+	/* the class's own: the engine's timer runs on them */
 	utornado.call_later = PyObject_GetAttrString(utornado.aloop, "call_later");
 	utornado.call_soon = PyObject_GetAttrString(utornado.aloop, "call_soon");
 	if (!utornado.call_later || !utornado.call_soon) goto end;
+	/* asyncio's own loop (tw_worker.py says so): its call_at/call_later on
+	 * the engine's C heap (calls.c) unless told to keep asyncio's */
+	if (own_timers && !utornado.stock_timers && TW_IMPL_LOOP_CALLS) {
+		PyObject *stock = tw_calls_install(utornado.aloop);
+		if (!stock) goto end;
+		Py_SETREF(utornado.call_later, stock);
+	}
 	PyObject *r = PyObject_CallMethod(utornado.aloop, "add_reader", "iO", utornado.epfd, utornado.on_events);
 	if (!r) goto end;
 	Py_DECREF(r);

@@ -26,6 +26,7 @@ static void tw_opt_tornado(char *opt, char *value, void *unused) {
 
 static struct uwsgi_option tw_options[] = {
 	{"tornado", required_argument, 0, "run the tornado loop engine with the specified number of async cores (needs --greenlet)", tw_opt_tornado, NULL, UWSGI_OPT_THREADS},
+	{"tornado-stock-timers", no_argument, 0, "keep asyncio's own call_at/call_later on the worker's loop instead of the engine's C timer heap (to compare)", uwsgi_opt_true, &utornado.stock_timers, 0},
 	{"tornado-uvloop", no_argument, 0, "run the tornado loop engine on a uvloop event loop (when the app did not create a loop before fork)", uwsgi_opt_true, &utornado.uvloop, 0},
 	{"tornado-head-timeout", required_argument, 0, "close a connection that has not sent a complete request head within this many seconds of its accept or previous request (default 15, 0: off)", uwsgi_opt_set_int, &utornado.head_timeout, 0},
 	{"tornado-body-timeout", required_argument, 0, "seconds a request body gets before --tornado-body-min-rate applies (default 20)", uwsgi_opt_set_int, &utornado.body_timeout, 0},

@@ -78,6 +78,8 @@ static inline void tw_impl_hooks_installed(void) {
 #define tw_impl_apps_stop() tw_asgi_worker_stop()
 /* a head passed framing (loop.c): the ASGI bridge keeps its raw header lines */
 #define tw_impl_keep_head(c, head, len) tw_asgi_keep_head(c, head, len)
+/* the loop's call_at/call_later on the engine's heap (calls.c) */
+#define TW_IMPL_LOOP_CALLS 1
 
 #else /* PyPy */
 
@@ -122,6 +124,8 @@ void tw_pypy_preinit_apps(void);
 #define tw_impl_apps_start()
 #define tw_impl_apps_stop()
 #define tw_impl_keep_head(c, head, len) ((void) 0)
+/* asyncio's own timers (calls.c is CPython's) */
+#define TW_IMPL_LOOP_CALLS 0
 
 /* greenlet's C API, over PyPy's greenlet module (pypy.c) */
 typedef PyObject PyGreenlet;

@@ -80,6 +80,11 @@ typedef uint64_t (*tw_wait_limit_fn)(struct tw_core *, int fd, uint32_t events);
 /* around a suspension of a core marked in_step: resumed 0 before it
  * switches to the hub, 1 once it runs again (asgi.c: a Task's step) */
 typedef void (*tw_suspend_fn)(struct tw_core *, int resumed);
+/* tw_set_calls(): a heap of timed calls the engine's timer serves (calls.c):
+ * its earliest deadline (0: none), and running what is due by `now` (-1
+ * with an exception that goes on out of the loop) */
+typedef uint64_t (*tw_calls_earliest_fn)(void);
+typedef int (*tw_calls_run_fn)(uint64_t now);
 /* tw_park(): whether a value switched into the parked greenlet is its own */
 typedef int (*tw_mine_fn)(void *arg, PyObject *value);
 
@@ -218,6 +223,7 @@ struct uwsgi_tornado {
 	/* options */
 	int cores;
 	int uvloop;                   /* --tornado-uvloop */
+	int stock_timers;             /* --tornado-stock-timers: asyncio's own call_at/call_later */
 	int head_timeout;             /* --tornado-head-timeout (s, 0: off) */
 	int body_timeout;             /* --tornado-body-timeout (s) */
 	int body_min_rate;            /* --tornado-body-min-rate (bytes/s, 0: off) */
@@ -310,6 +316,11 @@ void tw_core_enter(struct tw_core *);
 void tw_conn_end(struct tw_core *);
 void tw_set_wait_limit(tw_wait_limit_fn);
 void tw_set_suspend_hook(tw_suspend_fn);
+void tw_timer_want(uint64_t deadline);
+void tw_set_calls(tw_calls_earliest_fn, tw_calls_run_fn);
+
+/* calls.c: the loop's call_at()/call_later() on the engine's timers */
+PyObject *tw_calls_install(PyObject *loop);
 void tw_linger(struct tw_core *, int fd);
 void tw_linger_sweep(void);
 void tw_wake(struct tw_core *, uint32_t gen, enum tw_wait_end);

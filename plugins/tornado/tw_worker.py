@@ -54,8 +54,11 @@ def _pre_fork_loop() -> Any:
     return loops[-1] if loops else None
 
 
-def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop]:
-    """The IOLoop this worker runs and the asyncio loop under it."""
+def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop, bool]:
+    """The IOLoop this worker runs, the asyncio loop under it, and whether
+    that loop's call_at/call_later may be the engine's (calls.c): asyncio's
+    own loop, with the base class's timer methods and clock, not in debug
+    mode (uvloop's timers are C already)."""
     loop = _pre_fork_loop()
     if isinstance(loop, selector_events.BaseSelectorEventLoop):
         _own_kernel_state(loop)
@@ -67,4 +70,8 @@ def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop]:
     if loop is None:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    return IOLoop.current(), loop
+    base = asyncio.BaseEventLoop
+    cls = type(loop)
+    own_timers = (isinstance(loop, base) and not loop.get_debug() and cls.call_at is base.call_at
+                  and cls.call_later is base.call_later and cls.time is base.time)
+    return IOLoop.current(), loop, own_timers

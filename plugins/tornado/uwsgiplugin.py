@@ -18,7 +18,7 @@ import sys
 import sysconfig
 
 NAME = 'tornado'
-SOURCES = ['plugin', 'guard', 'event', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket']
+SOURCES = ['plugin', 'guard', 'event', 'calls', 'loop', 'hooks', 'signals', 'deadlines', 'framing', 'keepalive', 'metrics', 'websocket']
 PYPY = platform.python_implementation() == 'PyPy'
 # CPython only: what reaches into the python plugin (its apps' subhandlers, `up`)
 if not PYPY:
