@@ -37,6 +37,7 @@ import os
 import socket
 import sys
 import traceback
+import types
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Tuple
 
 import greenlet
@@ -316,7 +317,15 @@ def _http_config() -> Tuple[Any, ...]:
         create_task = functools.partial(asyncio.Task, loop=loop)
         if hasattr(loop, "__dict__"):
             eager = loop
-    steps = (eager, asyncio.current_task, asyncio.tasks._enter_task,  # type: ignore[attr-defined]
+    # asyncio.current_task is Python before 3.12, over the C module's dict of
+    # the current tasks that _enter_task and _leave_task keep: asgi.c reads
+    # the dict then
+    current: Any = asyncio.current_task
+    current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(current, types.FunctionType) and type(current_tasks) is dict \
+            and current_tasks is getattr(sys.modules.get("_asyncio"), "_current_tasks", None):
+        current = current_tasks
+    steps = (eager, current, asyncio.tasks._enter_task,  # type: ignore[attr-defined]
              asyncio.tasks._leave_task)  # type: ignore[attr-defined]
     return (_run_http, create_task, loop.create_future, loop.call_later, loop.add_reader,
             loop.remove_reader, _harakiri_http, float(_engine.harakiri), _log_error, asyncio.CancelledError,

@@ -415,7 +415,7 @@ static struct {
 	PyObject *loop;           /* asyncio's loop, NULL: no first step in the core */
 	PyObject *loop_dict;      /* its instance dict */
 	PyObject *call_soon;      /* its own call_soon */
-	PyObject *current_task, *enter_task, *leave_task;   /* asyncio's */
+	PyObject *current_task, *enter_task, *leave_task;   /* asyncio's (current_task: or its dict of them) */
 	PyObject *capture;        /* capture_step(), as the loop's call_soon while a Task is made */
 	int arming;               /* a request's Task is being made: capture_step() keeps its step */
 	PyObject *step, *step_ctx;   /* what capture_step() took */
@@ -1373,10 +1373,17 @@ static PyMethodDef capture_def = {"call_soon", (PyCFunction) (void (*)(void)) ca
 static PyObject *make_task(PyObject *coro) {
 	int eager = 0;
 	if (hx.loop) {
-		PyObject *current = PyObject_CallOneArg(hx.current_task, hx.loop);
-		if (!current) return NULL;
-		eager = current == Py_None;
-		Py_DECREF(current);
+		if (PyDict_CheckExact(hx.current_task)) {
+			/* asyncio's dict of current tasks (the glue says when) */
+			eager = !PyDict_GetItemWithError(hx.current_task, hx.loop);
+			if (PyErr_Occurred()) return NULL;
+		}
+		else {
+			PyObject *current = PyObject_CallOneArg(hx.current_task, hx.loop);
+			if (!current) return NULL;
+			eager = current == Py_None;
+			Py_DECREF(current);
+		}
 	}
 	hx.arming = eager;
 	PyObject *task = PyObject_CallOneArg(hx.create_task, coro);
