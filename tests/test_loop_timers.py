@@ -70,3 +70,8 @@ def test_asyncios_wait_for_times_out_on_the_engines_timers(uwsgi):
 def test_tornados_call_later_and_remove_timeout_run_on_the_engines_timers(uwsgi):
     server = uwsgi("loop_timers.py")
     assert get_json(server, "/tornado") == ["fired", []]
+
+
+def test_the_loops_get_debug_says_what_set_debug_set(uwsgi):
+    server = uwsgi("loop_timers.py")
+    assert get_json(server, "/debug") == [False, True, False]

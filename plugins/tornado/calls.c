@@ -10,7 +10,8 @@
  * wait_for() of an app pays that. On asyncio's own loop (not uvloop, whose
  * timers are C already; not in debug mode; not with --tornado-stock-timers)
  * the worker's loop gets call_at and call_later as instance attributes over
- * the class's methods (loop.c installs them): each call is one C object in
+ * the class's methods (loop.c installs them; get_debug too, which every
+ * Future, Task and Handle asks when it is made, and which is Python there): each call is one C object in
  * a C heap ordered by (deadline, order of the calls), and the one asyncio
  * timer event.c arms for the engine's earliest deadline runs the calls that
  * are due, each in its context, as the loop would run them.
@@ -47,7 +48,7 @@ static struct {
 	PyObject *loop;            /* owned: the loop the calls are installed on */
 	PyObject *loop_dict;       /* owned: its instance dict */
 	PyObject *stock_call_at;   /* owned: the class's call_at, bound */
-	PyObject *s_closed, *s_context, *s_message, *s_exception, *s_handle, *s_handler;
+	PyObject *s_closed, *s_debug, *s_context, *s_message, *s_exception, *s_handle, *s_handler;
 } calls;
 
 static PyTypeObject call_type;
@@ -355,6 +356,20 @@ static int calls_run(uint64_t now) {
 	return 0;
 }
 
+/* get_debug(): BaseEventLoop's is Python (`return self._debug`) and every
+ * Future, Task and Handle asks it when made; this reads the same attribute */
+static PyObject *get_debug(PyObject *self, PyObject *unused) {
+	PyObject *debug = PyDict_GetItemWithError(calls.loop_dict, calls.s_debug);   /* borrowed */
+	if (!debug) {
+		if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_debug");
+		return NULL;
+	}
+	Py_INCREF(debug);
+	return debug;
+}
+
+static PyMethodDef get_debug_def = {"get_debug", get_debug, METH_NOARGS, "the loop's get_debug(), in C"};
+
 /* ---- installing them ---- */
 
 /* stock_call_later(delay, callback, *args): asyncio's own timer, for the
@@ -393,12 +408,13 @@ static PyMethodDef stock_call_later_def = {"stock_call_later", (PyCFunction) (vo
 PyObject *tw_calls_install(PyObject *loop) {
 	if (PyType_Ready(&call_type)) return NULL;
 	calls.s_closed = PyUnicode_InternFromString("_closed");
+	calls.s_debug = PyUnicode_InternFromString("_debug");
 	calls.s_context = PyUnicode_InternFromString("context");
 	calls.s_message = PyUnicode_InternFromString("message");
 	calls.s_exception = PyUnicode_InternFromString("exception");
 	calls.s_handle = PyUnicode_InternFromString("handle");
 	calls.s_handler = PyUnicode_InternFromString("call_exception_handler");
-	if (!calls.s_closed || !calls.s_context || !calls.s_message || !calls.s_exception || !calls.s_handle || !calls.s_handler) return NULL;
+	if (!calls.s_closed || !calls.s_debug || !calls.s_context || !calls.s_message || !calls.s_exception || !calls.s_handle || !calls.s_handler) return NULL;
 	calls.stock_call_at = PyObject_GetAttrString(loop, "call_at");
 	PyObject *stock = calls.stock_call_at ? PyCFunction_New(&stock_call_later_def, NULL) : NULL;
 	if (!stock) return NULL;
@@ -409,9 +425,12 @@ PyObject *tw_calls_install(PyObject *loop) {
 	}
 	PyObject *at = PyCFunction_New(&call_at_def, NULL);
 	PyObject *later = at ? PyCFunction_New(&call_later_def, NULL) : NULL;
-	int ret = later && !PyDict_SetItemString(dict, "call_at", at) && !PyDict_SetItemString(dict, "call_later", later) ? 0 : -1;
+	PyObject *debug = later ? PyCFunction_New(&get_debug_def, NULL) : NULL;
+	int ret = debug && !PyDict_SetItemString(dict, "call_at", at) && !PyDict_SetItemString(dict, "call_later", later)
+		&& !PyDict_SetItemString(dict, "get_debug", debug) ? 0 : -1;
 	Py_XDECREF(at);
 	Py_XDECREF(later);
+	Py_XDECREF(debug);
 	if (ret) {
 		Py_DECREF(dict);
 		Py_DECREF(stock);

@@ -58,7 +58,7 @@ def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop, 
     """The IOLoop this worker runs, the asyncio loop under it, and whether
     that loop's call_at/call_later may be the engine's (calls.c): asyncio's
     own loop, with the base class's timer methods and clock, not in debug
-    mode (uvloop's timers are C already)."""
+    mode (uvloop's timers are C already); its get_debug too."""
     loop = _pre_fork_loop()
     if isinstance(loop, selector_events.BaseSelectorEventLoop):
         _own_kernel_state(loop)
@@ -73,5 +73,6 @@ def worker_ioloop(use_uvloop: bool) -> tuple[IOLoop, asyncio.AbstractEventLoop, 
     base = asyncio.BaseEventLoop
     cls = type(loop)
     own_timers = (isinstance(loop, base) and not loop.get_debug() and cls.call_at is base.call_at
-                  and cls.call_later is base.call_later and cls.time is base.time)
+                  and cls.call_later is base.call_later and cls.time is base.time
+                  and cls.get_debug is base.get_debug and "_debug" in vars(loop))
     return IOLoop.current(), loop, own_timers

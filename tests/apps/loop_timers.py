@@ -121,8 +121,17 @@ async def handle_type():
     return f"{type(handle).__module__}.{type(handle).__name__}"
 
 
+async def debug():
+    loop = asyncio.get_running_loop()
+    seen = [loop.get_debug()]
+    loop.set_debug(True)
+    seen.append(loop.get_debug())
+    loop.set_debug(False)
+    return seen + [loop.get_debug()]
+
+
 ROUTES = {"/order": order, "/cancel": cancel, "/context": context, "/raises": raises, "/lateness": lateness,
-          "/chain": chain, "/timeouts": timeouts, "/tornado": tornado_timeouts, "/type": handle_type}
+          "/chain": chain, "/timeouts": timeouts, "/tornado": tornado_timeouts, "/type": handle_type, "/debug": debug}
 
 
 def application(environ, start_response):
