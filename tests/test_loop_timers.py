@@ -75,3 +75,13 @@ def test_tornados_call_later_and_remove_timeout_run_on_the_engines_timers(uwsgi)
 def test_the_loops_get_debug_says_what_set_debug_set(uwsgi):
     server = uwsgi("loop_timers.py")
     assert get_json(server, "/debug") == [False, True, False]
+
+
+def test_an_infinite_sleep_waits_until_cancelled_and_the_other_calls_still_run(uwsgi):
+    server = uwsgi("loop_timers.py")
+    assert get_json(server, "/forever") == ["timeout", True, ["at zero", "later"]]
+
+
+def test_asyncios_own_call_later_bound_from_the_class_works_on_the_engines_call_at(uwsgi):
+    server = uwsgi("loop_timers.py")
+    assert get_json(server, "/class") == ["fired", True, None, False]

@@ -38,6 +38,7 @@ typedef struct {
 	PyObject *callback;    /* NULL once cancelled or run */
 	PyObject *args;        /* a tuple, NULL once cancelled or run */
 	PyObject *context;
+	PyObject *weakrefs;
 	int cancelled;
 } call_object;
 
@@ -48,6 +49,8 @@ static struct {
 	PyObject *loop;            /* owned: the loop the calls are installed on */
 	PyObject *loop_dict;       /* owned: its instance dict */
 	PyObject *stock_call_at;   /* owned: the class's call_at, bound */
+	PyObject *empty_context;   /* owned: the context the engine's own timer runs in */
+	PyObject *context_kw;      /* owned: ("context",) */
 	PyObject *s_closed, *s_debug, *s_context, *s_message, *s_exception, *s_handle, *s_handler;
 } calls;
 
@@ -144,9 +147,36 @@ static PyObject *call_when(call_object *self, PyObject *unused) {
 }
 
 static PyObject *call_get_context(call_object *self, PyObject *unused) {
-	Py_INCREF(self->context);
-	return self->context;
+	PyObject *context = self->context ? self->context : Py_None;
+	Py_INCREF(context);
+	return context;
 }
+
+/* what asyncio's own code reads of a TimerHandle it got from call_at()
+ * (BaseEventLoop.call_later, bound before the engine's were installed) */
+static PyObject *get_source_traceback(call_object *self, void *unused) {
+	Py_RETURN_NONE;
+}
+
+static PyObject *get_scheduled(call_object *self, void *unused) {
+	return PyBool_FromLong(self->idx >= 0);
+}
+
+static PyObject *get_when(call_object *self, void *unused) {
+	return PyFloat_FromDouble(self->when);
+}
+
+static PyObject *get_cancelled(call_object *self, void *unused) {
+	return PyBool_FromLong(self->cancelled);
+}
+
+static PyGetSetDef call_getset[] = {
+	{"_source_traceback", (getter) get_source_traceback, NULL, NULL, NULL},
+	{"_scheduled", (getter) get_scheduled, NULL, NULL, NULL},
+	{"_when", (getter) get_when, NULL, NULL, NULL},
+	{"_cancelled", (getter) get_cancelled, NULL, NULL, NULL},
+	{NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyObject *call_repr(call_object *self) {
 	const char *state = self->cancelled ? " cancelled" : self->idx >= 0 ? "" : " done";
@@ -174,6 +204,7 @@ static int call_clear(call_object *self) {
 
 static void call_dealloc(call_object *self) {
 	PyObject_GC_UnTrack(self);
+	if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *) self);
 	call_clear(self);
 	PyObject_GC_Del(self);
 }
@@ -197,9 +228,22 @@ static PyTypeObject call_type = {
 	.tp_clear = (inquiry) call_clear,
 	.tp_repr = (reprfunc) call_repr,
 	.tp_methods = call_methods,
+	.tp_getset = call_getset,
+	.tp_weaklistoffset = offsetof(call_object, weakrefs),
 };
 
 /* ---- call_at() and call_later() ---- */
+
+/* loop.time() seconds to a deadline: rounded up (never early); 0 means
+ * "none" to event.c, so a time at or before the clock's start (or NaN) is
+ * 1, due at once; one beyond 2^64 ns (an infinite sleep: anyio's
+ * sleep_forever()) is the latest deadline there is, never due */
+static uint64_t deadline_of(double at) {
+	double ns = ceil(at * 1e9);
+	if (!(ns >= 1.0)) return 1;
+	if (ns >= (double) TW_DEADLINE_NEVER) return TW_DEADLINE_NEVER;
+	return (uint64_t) ns;
+}
 
 /* call_at(when, callback, *args, context=None) and call_later(delay, ...):
  * `later` says which; args[0] is `when` or `delay` */
@@ -242,6 +286,7 @@ static PyObject *schedule(PyObject *const *args, size_t nargsf, PyObject *kwname
 	if (!h) return NULL;
 	h->idx = -1;
 	h->cancelled = 0;
+	h->weakrefs = NULL;
 	h->callback = args[1];
 	Py_INCREF(h->callback);
 	h->args = PyTuple_New(nargs - 2);
@@ -260,7 +305,7 @@ static PyObject *schedule(PyObject *const *args, size_t nargsf, PyObject *kwname
 	 * of the calls decides), rounded up (never early) */
 	double at = later ? (double) tw_now_ns() / 1e9 + t : t;
 	h->when = at;
-	h->deadline = at > 0 ? (uint64_t) ceil(at * 1e9) : 0;
+	h->deadline = deadline_of(at);
 	h->seq = calls.seq++;
 	if (heap_push(h)) {
 		Py_DECREF(h);
@@ -304,14 +349,16 @@ static int report(call_object *h, PyObject *callback) {
 		&& !PyDict_SetItem(context, calls.s_handle, (PyObject *) h)) {
 		ret = PyObject_CallMethodOneArg(calls.loop, calls.s_handler, context);
 	}
-	if (!ret) PyErr_Print();
+	/* the handler re-raises SystemExit and KeyboardInterrupt: out of the loop */
+	int failed = !ret && (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt));
+	if (!ret && !failed) PyErr_Print();
 	Py_XDECREF(ret);
 	Py_XDECREF(context);
 	Py_XDECREF(message);
 	Py_XDECREF(type);
 	Py_XDECREF(value);
 	Py_XDECREF(tb);
-	return 0;
+	return failed ? -1 : 0;
 }
 
 /* Run the calls due by `now` that were made before this run started (a
@@ -385,14 +432,16 @@ static PyObject *stock_call_later(PyObject *self, PyObject *const *args, Py_ssiz
 	PyObject *when = PyFloat_FromDouble((double) tw_now_ns() / 1e9 + delay);
 	if (!when) return NULL;
 	PyObject *stack[8];
-	PyObject **argv = nargs <= 8 ? stack : PyMem_Malloc(sizeof(PyObject *) * nargs);
+	PyObject **argv = nargs < 8 ? stack : PyMem_Malloc(sizeof(PyObject *) * (nargs + 1));
 	if (!argv) {
 		Py_DECREF(when);
 		return PyErr_NoMemory();
 	}
 	argv[0] = when;
 	memcpy(argv + 1, args + 1, sizeof(PyObject *) * (nargs - 1));
-	PyObject *ret = PyObject_Vectorcall(calls.stock_call_at, argv, nargs, NULL);
+	argv[nargs] = calls.empty_context;
+	/* in a context of its own, not the one current when it is armed (a request's) */
+	PyObject *ret = PyObject_Vectorcall(calls.stock_call_at, argv, nargs, calls.context_kw);
 	if (argv != stack) PyMem_Free(argv);
 	Py_DECREF(when);
 	return ret;
@@ -416,42 +465,41 @@ PyObject *tw_calls_install(PyObject *loop) {
 	calls.s_handler = PyUnicode_InternFromString("call_exception_handler");
 	if (!calls.s_closed || !calls.s_debug || !calls.s_context || !calls.s_message || !calls.s_exception || !calls.s_handle || !calls.s_handler) return NULL;
 	calls.stock_call_at = PyObject_GetAttrString(loop, "call_at");
-	PyObject *stock = calls.stock_call_at ? PyCFunction_New(&stock_call_later_def, NULL) : NULL;
-	if (!stock) return NULL;
-	PyObject *dict = PyObject_GenericGetDict(loop, NULL);
-	if (!dict) {
-		Py_DECREF(stock);
-		return NULL;
-	}
-	PyObject *at = PyCFunction_New(&call_at_def, NULL);
+	calls.empty_context = calls.stock_call_at ? PyContext_New() : NULL;
+	calls.context_kw = calls.empty_context ? PyTuple_Pack(1, calls.s_context) : NULL;
+	PyObject *dict = calls.context_kw ? PyObject_GenericGetDict(loop, NULL) : NULL;
+	PyObject *stock = dict ? PyCFunction_New(&stock_call_later_def, NULL) : NULL;
+	PyObject *at = stock ? PyCFunction_New(&call_at_def, NULL) : NULL;
 	PyObject *later = at ? PyCFunction_New(&call_later_def, NULL) : NULL;
 	PyObject *debug = later ? PyCFunction_New(&get_debug_def, NULL) : NULL;
-	int ret = debug && !PyDict_SetItemString(dict, "call_at", at) && !PyDict_SetItemString(dict, "call_later", later)
-		&& !PyDict_SetItemString(dict, "get_debug", debug) ? 0 : -1;
+	if (debug) {
+		/* what the calls read of the loop, before they can be called */
+		Py_INCREF(loop);
+		calls.loop = loop;
+		calls.loop_dict = dict;
+		dict = NULL;
+		if (PyDict_SetItemString(calls.loop_dict, "get_debug", debug) || PyDict_SetItemString(calls.loop_dict, "call_at", at)
+			|| PyDict_SetItemString(calls.loop_dict, "call_later", later)) {
+			/* asyncio's own again */
+			PyObject *type, *value, *tb;
+			PyErr_Fetch(&type, &value, &tb);
+			const char *names[] = {"get_debug", "call_at", "call_later"};
+			int i;
+			for (i = 0; i < 3; i++) if (PyDict_DelItemString(calls.loop_dict, names[i])) PyErr_Clear();
+			PyErr_Restore(type, value, tb);
+			Py_CLEAR(stock);
+		}
+		else tw_set_calls(calls_earliest, calls_run);
+	}
+	else Py_CLEAR(stock);
+	Py_XDECREF(dict);
 	Py_XDECREF(at);
 	Py_XDECREF(later);
 	Py_XDECREF(debug);
-	if (ret) {
-		Py_DECREF(dict);
-		Py_DECREF(stock);
-		return NULL;
-	}
-	Py_INCREF(loop);
-	calls.loop = loop;
-	calls.loop_dict = dict;
-	tw_set_calls(calls_earliest, calls_run);
 	return stock;
 }
 
 #else   /* PyPy: asyncio's own timers */
-
-uint64_t tw_calls_earliest(void) {
-	return 0;
-}
-
-static int calls_run(uint64_t now) {
-	return 0;
-}
 
 PyObject *tw_calls_install(PyObject *loop) {
 	PyErr_SetString(PyExc_RuntimeError, "the engine's loop calls are CPython's");

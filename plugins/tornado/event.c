@@ -553,9 +553,11 @@ PyObject *tw_greenlet_switch(PyObject *greenlet) {
 	return greenlet_switch_with(greenlet, NULL);
 }
 
-/* the exception set is greenlet's GreenletExit: the greenlet is being killed */
-static int greenlet_exiting(void) {
-	return PyErr_ExceptionMatches(PyExc_GreenletExit);
+/* the exception set ends a park: greenlet's GreenletExit (the greenlet is
+ * being killed), or its error (the switch itself failed: a wait from
+ * another thread than the hub's; passing it on would fail again) */
+static int ends_park(void) {
+	return PyErr_ExceptionMatches(PyExc_GreenletExit) || PyErr_ExceptionMatches(PyExc_GreenletError);
 }
 
 /* Switch to the hub handing on what a switch into the running greenlet
@@ -595,7 +597,7 @@ static PyObject *pass_to_hub(PyObject *value) {
  */
 PyObject *tw_park(tw_mine_fn mine, void *arg) {
 	PyObject *ret = tw_greenlet_switch(utornado.hub);
-	while (ret ? !mine(arg, ret) : !greenlet_exiting()) ret = pass_to_hub(ret);
+	while (ret ? !mine(arg, ret) : !ends_park()) ret = pass_to_hub(ret);
 	return ret;
 }
 

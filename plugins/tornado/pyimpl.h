@@ -135,8 +135,9 @@ PyObject *tw_pypy_greenlet_getcurrent(void);
 PyObject *tw_pypy_greenlet_new(PyObject *run, PyObject *parent);
 PyObject *tw_pypy_greenlet_switch(PyObject *greenlet, PyObject *args, PyObject *kwargs);
 int tw_pypy_greenlet_dead(PyObject *greenlet);
-extern PyObject *tw_pypy_greenlet_exit;
+extern PyObject *tw_pypy_greenlet_exit, *tw_pypy_greenlet_error;
 #define PyExc_GreenletExit tw_pypy_greenlet_exit
+#define PyExc_GreenletError tw_pypy_greenlet_error
 #define PyGreenlet_Import() tw_pypy_greenlet_import()
 #define PyGreenlet_GetCurrent() tw_pypy_greenlet_getcurrent()
 #define PyGreenlet_New(run, parent) tw_pypy_greenlet_new(run, parent)

@@ -26,7 +26,8 @@ void *_PyGreenlet_API;          /* the greenlet class once imported (event.c che
 static PyObject *gl_class;      /* owned: greenlet.greenlet */
 static PyObject *gl_getcurrent; /* owned: greenlet.getcurrent */
 static PyObject *str_switch, *str_dead;
-PyObject *tw_pypy_greenlet_exit; /* owned: greenlet.GreenletExit */
+PyObject *tw_pypy_greenlet_exit;  /* owned: greenlet.GreenletExit */
+PyObject *tw_pypy_greenlet_error; /* owned: greenlet.error */
 
 void tw_pypy_greenlet_import(void) {
 	PyObject *module = PyImport_ImportModule("greenlet");
@@ -34,10 +35,11 @@ void tw_pypy_greenlet_import(void) {
 	gl_class = PyObject_GetAttrString(module, "greenlet");
 	gl_getcurrent = PyObject_GetAttrString(module, "getcurrent");
 	tw_pypy_greenlet_exit = PyObject_GetAttrString(module, "GreenletExit");
+	tw_pypy_greenlet_error = PyObject_GetAttrString(module, "error");
 	Py_DECREF(module);
 	str_switch = PyUnicode_InternFromString("switch");
 	str_dead = PyUnicode_InternFromString("dead");
-	if (gl_class && gl_getcurrent && tw_pypy_greenlet_exit && str_switch && str_dead) _PyGreenlet_API = gl_class;
+	if (gl_class && gl_getcurrent && tw_pypy_greenlet_exit && tw_pypy_greenlet_error && str_switch && str_dead) _PyGreenlet_API = gl_class;
 }
 
 /* new reference */

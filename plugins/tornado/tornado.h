@@ -80,6 +80,10 @@ typedef uint64_t (*tw_wait_limit_fn)(struct tw_core *, int fd, uint32_t events);
 /* around a suspension of a core marked in_step: resumed 0 before it
  * switches to the hub, 1 once it runs again (asgi.c: a Task's step) */
 typedef void (*tw_suspend_fn)(struct tw_core *, int resumed);
+/* a deadline never due (2^63 ns of the monotonic clock: 292 years), with
+ * room above it for the timer's slack */
+#define TW_DEADLINE_NEVER (UINT64_MAX / 2)
+
 /* tw_set_calls(): a heap of timed calls the engine's timer serves (calls.c):
  * its earliest deadline (0: none), and running what is due by `now` (-1
  * with an exception that goes on out of the loop) */

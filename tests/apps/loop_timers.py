@@ -4,7 +4,9 @@ answers what it saw as JSON."""
 import asyncio
 import contextvars
 import json
+import math
 import os
+import weakref
 
 from tornado.ioloop import IOLoop
 
@@ -130,8 +132,30 @@ async def debug():
     return seen + [loop.get_debug()]
 
 
+async def forever():
+    loop = asyncio.get_running_loop()
+    ran = []
+    loop.call_later(0.01, ran.append, "later")
+    loop.call_at(0, ran.append, "at zero")
+    start = loop.time()
+    try:
+        await asyncio.wait_for(asyncio.sleep(math.inf), 0.05)
+        outcome = "returned"
+    except asyncio.TimeoutError:
+        outcome = "timeout"
+    return [outcome, loop.time() - start >= 0.05, sorted(ran)]
+
+
+async def class_method():
+    loop = asyncio.get_running_loop()
+    fired = loop.create_future()
+    handle = asyncio.BaseEventLoop.call_later(loop, 0.01, fired.set_result, "fired")
+    ref = weakref.ref(handle)
+    return [await fired, ref() is handle, handle._source_traceback, handle._scheduled]
+
+
 ROUTES = {"/order": order, "/cancel": cancel, "/context": context, "/raises": raises, "/lateness": lateness,
-          "/chain": chain, "/timeouts": timeouts, "/tornado": tornado_timeouts, "/type": handle_type, "/debug": debug}
+          "/chain": chain, "/timeouts": timeouts, "/tornado": tornado_timeouts, "/type": handle_type, "/debug": debug, "/forever": forever, "/class": class_method}
 
 
 def application(environ, start_response):
