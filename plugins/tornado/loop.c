@@ -252,14 +252,15 @@ static void tw_serve(struct tw_core *c) {
 	core_enter(c, TW_CORE_IDLE);
 }
 
-/* The body of a core's greenlet: serve, park in the hub, serve again. Only
- * an accept (which moves the core out of idle before switching in) ends the
- * parking: a switch into a parked core by anyone else (a callback the app
- * left behind, me.switch() after its request) goes straight back. */
+/* tw_park(): an accept moved the core out of idle */
 static int accepted(void *core, PyObject *unused) {
 	return ((struct tw_core *) core)->state != TW_CORE_IDLE;
 }
 
+/* The body of a core's greenlet: serve, park in the hub, serve again. Only
+ * an accept (which moves the core out of idle before switching in) ends the
+ * parking: a switch into a parked core by anyone else (a callback the app
+ * left behind, me.switch() after its request) goes on to the hub (tw_park). */
 static PyObject *tw_core_run(PyObject *self, PyObject *unused) {
 	struct tw_core *c = &utornado.core[PyLong_AsLong(self)];
 	for (;;) {
